@@ -1,0 +1,54 @@
+# Every target sets itself up: a fresh machine needs only python3.11 and make.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODELS ?= .cache/tiny-models
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install proto test test-system test-quick demo bench lint clean tiny-models help
+
+help:
+	@echo "make install | proto | test | test-system | demo | bench | lint | tiny-models | clean"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first (the pinned CPU wheel), then everything else in one resolver run.
+$(STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Regenerates genir/v1/*_pb2*.py from protos/ (committed; tests/unit/test_protos.py checks freshness).
+proto: $(STAMP)
+	$(BIN)/python -m genir.protogen
+
+tiny-models: $(STAMP)
+	$(BIN)/genir tiny-models build $(MODELS)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
+
+test-system: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/genir demo --models $(MODELS) --workdir .cache/demo
+
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .cache build *.egg-info

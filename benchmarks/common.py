@@ -1,0 +1,28 @@
+"""Shared benchmark helpers: the result record of DESIGN.md §5 and a JSON writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def record(name: str, ratio: float, target: float, details: dict, **extra) -> dict:
+    """ratio = ours / reference measured side by side in the same run; passed = ratio >= target."""
+    return {"name": name, "ratio": round(float(ratio), 4), "target": target, "passed": bool(ratio >= target),
+            "details": details, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+
+
+def write(result: dict, out_dir: Path = RESULTS) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{result['name']}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,88 @@
+"""`genir` command line: one entry for every service, tool and job.
+
+Each command lives in its own module exposing `add_arguments(parser)` and `main(args) -> int`;
+modules are imported only when their command runs, so `genir --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command path -> (module, help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("serve", "generator"): ("services.generator.server", "text-to-image service (diffusers)"),
+    ("serve", "refiner"): ("services.refiner.server", "caption/compare/refine service (talks to Triton)"),
+    ("serve", "retriever"): ("services.retriever.server", "embedding + Qdrant search service"),
+    ("serve", "orchestrator"): ("orchestrator.server", "dialog rounds, sessions, evaluation API"),
+    ("serve", "triton"): ("services.refiner.triton_launcher", "local Triton server with the Gemma-3 model"),
+    ("tiny-models", "build"): ("genir.tiny_models.cli", "build tiny random HF checkpoints for tests/demo"),
+    ("index",): ("services.retriever.indexer", "embed a ChatIR-format corpus into a collection"),
+    ("eval", "run"): ("orchestrator.evaluation.cli", "run a benchmark evaluation (also: genir eval ...)"),
+    ("eval", "merge"): ("orchestrator.evaluation.merge", "merge shard/mode result folders"),
+    ("eval", "compare"): ("orchestrator.evaluation.compare", "side-by-side table of modes per round"),
+    ("eval", "submit"): ("orchestrator.evaluation.submit", "run an evaluation as a Kubernetes Indexed Job"),
+    ("up",): ("orchestrator.up", "start all services as local processes"),
+    ("demo",): ("orchestrator.demo", "end-to-end demo on tiny models"),
+}
+
+GROUP_HELP = {"serve": "run one service", "tiny-models": "tiny model checkpoints",
+              "eval": "batch evaluation (genir eval --queries ... runs one)"}
+
+
+def _attach(sub, path, module, help_text):
+    parser = sub.add_parser(path[-1], help=help_text, description=help_text)
+    parser.set_defaults(_module=module, _parser=parser)
+    return parser
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genir", description="GenIR: mental image retrieval with "
+                                     "generative visual feedback, as gRPC services.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, (module, help_text) in COMMANDS.items():
+        if len(path) == 1:
+            target = _attach(sub, path, module, help_text)
+        else:
+            if path[0] not in groups:
+                gp = sub.add_parser(path[0], help=GROUP_HELP.get(path[0], ""))
+                groups[path[0]] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+            target = _attach(groups[path[0]], path, module, help_text)
+        # Only the chosen command's module is imported, to add its flags.
+        if argv[: len(path)] == list(path) and not any(a in ("-h", "--help") for a in argv[:1]):
+            _add_module_arguments(target, module)
+    return parser
+
+
+def _add_module_arguments(parser, module):
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            parser.set_defaults(_missing=f"{module} is not built yet")
+            return
+        raise
+    mod.add_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `genir eval --queries ...` is short for `genir eval run --queries ...`
+    if argv[:1] == ["eval"] and (len(argv) == 1 or argv[1].startswith("-")) and not set(argv[1:2]) & {"-h", "--help"}:
+        argv.insert(1, "run")
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    if getattr(args, "_missing", None):
+        print(f"genir: not yet available: {args._missing}", file=sys.stderr)
+        return 2
+    mod = importlib.import_module(args._module)
+    return int(mod.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plumbing every genir service shares: bootstrap, interceptors, metrics, config, images, errors."""

@@ -1,0 +1,146 @@
+"""The one server interceptor every genir server runs.
+
+It (1) counts and times each call with the conventional gRPC metrics, (2) refuses service calls
+with UNAVAILABLE until the backend has loaded, (3) bounds calls in flight (admission control,
+RESOURCE_EXHAUSTED beyond the limit), and (4) maps exceptions to status codes: ServiceError ->
+its code and message; anything else -> INTERNAL with a generic message, traceback only in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+
+import grpc
+
+from services.common.errors import ServiceError
+from services.common.metrics import SERVER_HANDLED, SERVER_HANDLING, SERVER_STARTED, rpc_type, split_method
+
+log = logging.getLogger("genir.rpc")
+
+# Always answered, never counted against admission or readiness.
+INFRA_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                  "grpc.reflection.v1.ServerReflection")
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, max_inflight: int = 0):
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self.ready = False
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        service, method = split_method(details.method)
+        kind = rpc_type(handler.request_streaming, handler.response_streaming)
+        labels = (kind, service, method)
+        infra = service in INFRA_SERVICES
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, labels, infra),
+                handler.request_deserializer, handler.response_serializer)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, labels, infra),
+                handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, labels, infra),
+                handler.request_deserializer, handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(handler.stream_stream, labels, infra),
+            handler.request_deserializer, handler.response_serializer)
+
+    # ------------------------------------------------------------------ admission
+    def _admit(self, infra: bool) -> tuple[grpc.StatusCode, str] | None:
+        if infra:
+            return None
+        if not self.ready:
+            return grpc.StatusCode.UNAVAILABLE, "service is starting: the model is still loading"
+        if self.max_inflight and self.inflight >= self.max_inflight:
+            return (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"server busy: {self.inflight} calls in flight (limit {self.max_inflight}); retry with backoff")
+        return None
+
+    # ------------------------------------------------------------------ wrapping
+    def _wrap_unary(self, behavior, labels, infra):
+        async def wrapper(request, context):
+            SERVER_STARTED.labels(*labels).inc()
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            refused = self._admit(infra)
+            if refused:
+                code = refused[0]
+                self._record(labels, start, code)
+                await context.abort(*refused)
+            self.inflight += not infra
+            try:
+                result = await behavior(request, context)
+                code = context.code() or grpc.StatusCode.OK
+                return result
+            except BaseException as exc:  # noqa: BLE001 - mapped, then re-raised as a status
+                code, message = self._classify(exc, context)
+                if message is None:
+                    raise
+                await context.abort(code, message)
+            finally:
+                self.inflight -= not infra
+                self._record(labels, start, code)
+
+        return wrapper
+
+    def _wrap_stream(self, behavior, labels, infra):
+        async def wrapper(request, context):
+            SERVER_STARTED.labels(*labels).inc()
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            refused = self._admit(infra)
+            if refused:
+                code = refused[0]
+                self._record(labels, start, code)
+                await context.abort(*refused)
+            self.inflight += not infra
+            try:
+                if inspect.isasyncgenfunction(behavior):
+                    async for item in behavior(request, context):
+                        yield item
+                else:  # handlers that write with context.write()
+                    await behavior(request, context)
+                code = context.code() or grpc.StatusCode.OK
+            except BaseException as exc:  # noqa: BLE001
+                code, message = self._classify(exc, context)
+                if message is None:
+                    raise
+                await context.abort(code, message)
+            finally:
+                self.inflight -= not infra
+                self._record(labels, start, code)
+
+        return wrapper
+
+    @staticmethod
+    def _classify(exc: BaseException, context) -> tuple[grpc.StatusCode, str | None]:
+        """(code, message to abort with); message None means re-raise as it is."""
+        if isinstance(exc, grpc.aio.AbortError):
+            return context.code() or grpc.StatusCode.UNKNOWN, None
+        if isinstance(exc, asyncio.CancelledError):
+            remaining = context.time_remaining()
+            late = remaining is not None and remaining <= 0
+            return (grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.CANCELLED), None
+        if isinstance(exc, ServiceError):
+            return exc.code, exc.message
+        if isinstance(exc, grpc.aio.AioRpcError):  # a downstream call failed and nobody mapped it
+            return exc.code(), f"downstream call failed: {exc.code().name}: {exc.details()}"
+        ref = uuid.uuid4().hex[:12]
+        log.error("unhandled error (ref %s)", ref, exc_info=exc)
+        return grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); details are in the server log"
+
+    @staticmethod
+    def _record(labels, start: float, code: grpc.StatusCode) -> None:
+        SERVER_HANDLED.labels(*labels, code.name).inc()
+        SERVER_HANDLING.labels(*labels, code.name).observe(time.perf_counter() - start)

@@ -1,0 +1,111 @@
+"""Start-up and shutdown of a genir gRPC server.
+
+    serve(args, [Service("genir.v1.Generator", add_GeneratorServicer_to_server, servicer)],
+          load=backend.load, close=backend.close)
+
+Health is NOT_SERVING until `load` returns, SERVING after, NOT_SERVING again while draining.
+SIGTERM/SIGINT: new calls are refused, in-flight calls get --drain-seconds to finish, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common import tls
+from services.common.interceptors import ServerInterceptor
+from services.common.metrics import serve_metrics
+
+log = logging.getLogger("genir.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class Service:
+    name: str                       # full proto name, e.g. "genir.v1.Generator"
+    add_to_server: Callable         # generated add_<X>Servicer_to_server
+    servicer: Any
+
+
+def grpc_options(max_message_mb: int) -> list[tuple[str, Any]]:
+    size = max_message_mb * 1024 * 1024
+    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
+            ("grpc.so_reuseport", 0)]  # a port already taken must fail start-up, not be shared
+
+
+async def _maybe_await(fn: Callable | None) -> None:
+    if fn is None:
+        return
+    result = fn()
+    if inspect.isawaitable(result):
+        await result
+
+
+async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitable | None] | None = None,
+                close: Callable[[], Awaitable | None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    interceptor = ServerInterceptor(max_inflight=args.max_inflight)
+    server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(args.max_message_mb))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for svc in services:
+        svc.add_to_server(svc.servicer, server)
+    names = [svc.name for svc in services]
+    reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+
+    address = f"{args.host}:{args.port}"
+    creds = tls.server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
+    try:
+        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    except RuntimeError as e:
+        log.error("cannot bind %s: %s", address, e)
+        return 2
+    for name in [""] + names:
+        await health_servicer.set(name, NOT_SERVING)
+    await server.start()
+    serve_metrics(args.metrics_port, args.metrics_host or args.host)
+    log.info("listening on %s (%s)%s", address, ", ".join(names), " with TLS" if creds else "")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    loader = asyncio.ensure_future(_maybe_await(load))
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({loader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if loader.done() and loader.exception() is not None:
+        log.error("backend failed to load: %s", loader.exception(), exc_info=loader.exception())
+        await server.stop(0)
+        return 1
+    if loader.done():
+        interceptor.ready = True
+        for name in [""] + names:
+            await health_servicer.set(name, SERVING)
+        log.info("ready: serving on port %d", port)
+        await stopper
+    else:
+        loader.cancel()
+
+    log.info("draining: refusing new calls, waiting up to %.0fs for %d in flight",
+             args.drain_seconds, interceptor.inflight)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(args.drain_seconds)
+    await _maybe_await(close)
+    log.info("stopped")
+    return 0
+
+
+def run(main_coro) -> int:
+    """asyncio.run wrapper for service entry points."""
+    return asyncio.run(main_coro)

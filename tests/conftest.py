@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> Path:
+    """The project's tiny random checkpoints (built once, cached under .cache/tiny-models)."""
+    from genir.tiny_models import build_all
+
+    out = Path(os.environ.get("GENIR_TEST_MODELS", ROOT / ".cache" / "tiny-models"))
+    build_all(out, seed=0)
+    return out

