@@ -1,0 +1,1 @@
+"""The orchestrator: dialog rounds over the generator, refiner and retriever; sessions; evaluation."""
