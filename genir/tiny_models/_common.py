@@ -77,6 +77,16 @@ def is_complete(folder: Path, name: str, seed: int) -> bool:
     return True
 
 
+def _library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("torch", "transformers", "diffusers", "tokenizers"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
 def _write_marker(folder: Path, name: str, seed: int) -> None:
     marker = {
         "builder": "genir.tiny_models",
@@ -84,6 +94,9 @@ def _write_marker(folder: Path, name: str, seed: int) -> None:
         "model": name,
         "seed": seed,
         "files": {rel: sha256_file(folder / rel) for rel in list_files(folder)},
+        # informational: weights are byte-identical only under the same torch version
+        # (e.g. trunc_normal_ init changed between torch 2.11 and 2.13)
+        "versions": _library_versions(),
     }
     (folder / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+# fmt: off
 COLOURS = (
     "red", "green", "blue", "yellow", "orange", "purple", "pink", "brown", "black", "white",
     "grey", "gray", "golden", "silver", "beige", "teal", "dark", "light", "bright", "pale",
@@ -50,6 +51,7 @@ SCENES = (
     "in the background", "in the foreground", "on a sunny day", "in a park", "in a room",
     "on the left", "on the right", "in the center", "at the top", "at the bottom",
 )
+# fmt: on
 # Words the refiner / captioner prompts are made of.
 INSTRUCTIONS = (
     "Describe the image in one sentence.",
@@ -90,7 +92,9 @@ def sentences() -> tuple[str, ...]:
         relation = RELATIONS[(11 * i) % n_rel]
         style = STYLES[i % n_sty]
         scene = SCENES[(13 * i) % n_sce]
-        out.append(f"{style} {_article(adj)} {adj} {subject} {action} {relation} {_article(colour)} {colour} {other} {scene}.")
+        out.append(
+            f"{style} {_article(adj)} {adj} {subject} {action} {relation} {_article(colour)} {colour} {other} {scene}."
+        )
         out.append(f"{_article(colour).capitalize()} {colour} {subject} and {_article(other)} {other}.")
         out.append(f"There are two {subject}s {action} {relation} the {COLOURS[(i + 5) % n_col]} {other}.")
     for j, colour in enumerate(COLOURS):

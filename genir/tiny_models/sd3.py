@@ -30,7 +30,9 @@ LATENT_SIZE = 8  # 64 px default
 POS_EMBED_MAX = 32  # patch grid up to 32x32 -> images up to 512 px
 
 
-def clip_text_config(tok, *, hidden: int, layers: int, heads: int, intermediate: int, proj: int, act: str, vocab_size=None):
+def clip_text_config(
+    tok, *, hidden: int, layers: int, heads: int, intermediate: int, proj: int, act: str, vocab_size=None
+):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -54,7 +56,12 @@ def assemble_pipeline(*, tokenizers, text_configs, t5_config, transformer_kwargs
     ``t5_config=None`` leaves out ``text_encoder_3``/``tokenizer_3`` (load such a pipeline with
     ``text_encoder_3=None, tokenizer_3=None``, exactly like real SD3.5 without T5).
     """
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import CLIPTextModelWithProjection, T5EncoderModel
 
     tok1, tok2, tok3 = tokenizers

@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import re
 import string
 from collections import Counter
 from collections.abc import Iterable
@@ -42,8 +43,8 @@ def learn_bpe(word_counts: dict[tuple[str, ...], int], max_merges: int, min_coun
     freqs = list(word_counts.values())
     pair_counts: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], set[int]] = {}
-    for idx, (syms, n) in enumerate(zip(words, freqs)):
-        for pair in zip(syms, syms[1:]):
+    for idx, (syms, n) in enumerate(zip(words, freqs, strict=True)):
+        for pair in zip(syms, syms[1:], strict=False):
             pair_counts[pair] += n
             where.setdefault(pair, set()).add(idx)
     heap = [(-c, p) for p, c in pair_counts.items()]
@@ -63,7 +64,7 @@ def learn_bpe(word_counts: dict[tuple[str, ...], int], max_merges: int, min_coun
         touched: set[tuple[str, str]] = set()
         for idx in sorted(where.pop(pair, ())):
             syms, n = words[idx], freqs[idx]
-            for old in zip(syms, syms[1:]):
+            for old in zip(syms, syms[1:], strict=False):
                 pair_counts[old] -= n
                 touched.add(old)
             out, i = [], 0
@@ -75,7 +76,7 @@ def learn_bpe(word_counts: dict[tuple[str, ...], int], max_merges: int, min_coun
                     out.append(syms[i])
                     i += 1
             words[idx] = out
-            for new in zip(out, out[1:]):
+            for new in zip(out, out[1:], strict=False):
                 pair_counts[new] += n
                 where.setdefault(new, set()).add(idx)
                 touched.add(new)
@@ -110,9 +111,7 @@ def unigram_pieces(extra_chars: Iterable[str] = ()) -> list[tuple[str, float]]:
     counts["\u2581"] += sum(words.values())
     total = sum(counts.values())
     # single characters are penalised so whole words win the Viterbi search
-    scored = [
-        (piece, round(math.log(n / total) - (4.0 if len(piece) == 1 else 0.0), 4)) for piece, n in counts.items()
-    ]
+    scored = [(piece, round(math.log(n / total) - (4.0 if len(piece) == 1 else 0.0), 4)) for piece, n in counts.items()]
     scored.sort(key=lambda ps: (-ps[1], ps[0]))
     return scored
 
@@ -126,8 +125,10 @@ CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2 / CLIP reversible byte -> printable unicode table (same order as the real vocab)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    table, extra = dict(zip(keep, map(chr, keep))), 0
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    table, extra = dict(zip(keep, map(chr, keep), strict=True)), 0
     for b in range(256):
         if b not in table:
             table[b] = chr(256 + extra)
@@ -190,9 +191,13 @@ GEMMA_MM_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>
 def _gemma_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     counts: Counter[tuple[str, ...]] = Counter()
     for sentence in corpus.sentences():
-        # Gemma has no pre-tokenizer; learning per "▁word" keeps merges inside words
-        for i, word in enumerate(sentence.split(" ")):
-            counts[tuple(("\u2581" if i else "") + word)] += 1
+        for text in (sentence, sentence.lower()):
+            # Gemma has no pre-tokenizer; learning per "▁word" / punctuation run keeps merges inside words
+            for i, word in enumerate(text.split(" ")):
+                for j, chunk in enumerate(re.findall(r"\w+|[^\w\s]+", word)):
+                    counts[tuple(("\u2581" if i and not j else "") + chunk)] += 1
+                    if not i and not j:  # sentence-initial words also occur mid-text
+                        counts[tuple("\u2581" + chunk)] += 1
     merges = learn_bpe(dict(sorted(counts.items())), max_merges=4000, min_count=1)
     alphabet = sorted({c for w in counts for c in w} | set(string.ascii_letters + string.digits + string.punctuation))
     tokens = list(GEMMA_SPECIALS) + [f"<0x{b:02X}>" for b in range(256)] + alphabet + [a + b for a, b in merges]
@@ -214,6 +219,8 @@ def gemma_tokenizer(chat_template: str | None = None, model_max_length: int = 40
         chat_template=chat_template,
         model_max_length=model_max_length,
         padding_side="left",
+        add_bos_token=True,
+        add_eos_token=False,
     )
     tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
     return tok

@@ -1,8 +1,8 @@
 import json
+
 import pytest
 
 from orchestrator.datasets import DatasetError, chatir_query, load_corpus, load_queries
-
 from tests.support.procs import CHATIR_DIR as CHATIR
 
 
