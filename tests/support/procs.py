@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # The real ChatIR benchmark files; shared/ lies beside the checkout (and beside CI's clone).
-CHATIR_DIR = ROOT.parent / "shared" / "data" / "chatir"
+CHATIR_DIR = Path(os.environ.get("GENIR_SHARED_DIR", ROOT.parent / "shared")) / "data" / "chatir"
 
 
 def free_port() -> int:
