@@ -15,7 +15,7 @@ from pathlib import Path
 
 MARKER = ".genir-tiny.json"
 # Bump whenever a builder's output changes, so existing folders are rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 @contextlib.contextmanager

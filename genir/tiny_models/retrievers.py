@@ -46,9 +46,12 @@ def build_blip(path: str | Path, seed: int = 0) -> Path:
             bos_token_id=tok.bos_token_id,
             eos_token_id=tok.sep_token_id,
             sep_token_id=tok.sep_token_id,
+            initializer_range=0.2,  # at 0.02 a 32-wide random BERT gives every text the same CLS vector
             **_TOWER,
         ),
-        vision_config=dict(image_size=BLIP_IMAGE_SIZE, patch_size=BLIP_PATCH, **_TOWER),
+        # BlipVisionConfig defaults initializer_range to 1e-10 (real weights overwrite it); random tiny
+        # weights need a real spread or every image embeds to the same vector.
+        vision_config=dict(image_size=BLIP_IMAGE_SIZE, patch_size=BLIP_PATCH, initializer_range=0.05, **_TOWER),
         image_text_hidden_size=BLIP_EMBED_DIM,
         projection_dim=BLIP_EMBED_DIM,
     )

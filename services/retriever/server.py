@@ -1,0 +1,178 @@
+"""genir.v1.Retriever: a thin grpc.aio servicer over RetrieverBackend (validation + proto conversion).
+
+The embedded store (qdrant-edge) is owned by this process while it runs; to add images to it
+meanwhile, use the Upsert stream (or stop the service and run `genir index`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import numpy as np
+
+from genir.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
+from services.common import config, images, validation
+from services.common.errors import InvalidArgument
+from services.common.server import Service, serve
+from services.retriever.backend import RetrieverBackend, check_weights
+
+MAX_TOP_K = 1000
+MAX_BATCH = 256
+
+
+def timings(d: dict) -> list:
+    return [common_pb2.Timing(stage=k, seconds=float(v)) for k, v in d.items()]
+
+
+def hit_proto(h, rank: int) -> common_pb2.Hit:
+    return common_pb2.Hit(id=str(h.id), score=h.score, rank=rank, payload={k: str(v) for k, v in h.payload.items()})
+
+
+def vector_from(msg, field: str) -> np.ndarray:
+    if not msg.values:
+        raise InvalidArgument(f"{field}: empty vector")
+    v = np.asarray(msg.values, np.float32)
+    if not np.isfinite(v).all():
+        raise InvalidArgument(f"{field}: values must be finite numbers")
+    if not np.any(v):
+        raise InvalidArgument(f"{field}: the zero vector has no direction")
+    return v
+
+
+class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
+    def __init__(self, backend: RetrieverBackend, args):
+        self.backend, self.args = backend, args
+
+    def _collection(self, name: str, field: str = "collection") -> str:
+        name = (name or "").strip() or (self.args.default_collection or "")
+        if not name:
+            raise InvalidArgument(f"{field}: required (no --default-collection is set)")
+        return name
+
+    def _image(self, msg, field: str):
+        return images.decode_proto(msg, field, self.args.max_image_pixels)
+
+    async def Search(self, request, context):
+        collection = self._collection(request.collection)
+        top_k = 10 if request.top_k == 0 else validation.int_range(request.top_k, "top_k", 1, MAX_TOP_K)
+        target = validation.corpus_id(request.target_id, "target_id") if request.HasField("target_id") else None
+        which = request.WhichOneof("query")
+        kw: dict = {}
+        if which == "image":
+            kw["image"] = self._image(request.image, "image")
+        elif which == "text":
+            kw["text"] = validation.text(request.text, "text")
+        elif which == "vector":
+            kw["vector"] = vector_from(request.vector, "vector.values")
+        elif which == "fusion":
+            f = request.fusion
+            w_image, w_text = check_weights(f.image_weight, f.text_weight)
+            kw["fusion"] = (self._image(f.image, "fusion.image"), validation.text(f.text, "fusion.text"),
+                            w_image, w_text)
+        else:
+            raise InvalidArgument("query: one of image, text, vector or fusion is required")
+        res = await asyncio.to_thread(self.backend.search, collection, top_k=top_k, target_id=target,
+                                      exact=request.exact, **kw)
+        resp = retriever_pb2.SearchResponse(hits=[hit_proto(h, r) for r, h in enumerate(res.hits)],
+                                            timings=timings(res.timings), model=self.backend.model_id,
+                                            text_truncated=res.text_truncated, collection_points=res.points)
+        if res.target_rank is not None:
+            resp.target_rank = res.target_rank
+        return resp
+
+    async def EmbedImages(self, request, context):
+        n = validation.int_range(len(request.images), "images (count)", 1, MAX_BATCH)
+        imgs = [self._image(request.images[i], f"images[{i}]") for i in range(n)]
+        vecs, dt = await asyncio.to_thread(self.backend.embed_images, imgs)
+        return self._embed_response(vecs, [], {"embed": dt})
+
+    async def EmbedTexts(self, request, context):
+        n = validation.int_range(len(request.texts), "texts (count)", 1, MAX_BATCH)
+        texts = [validation.text(request.texts[i], f"texts[{i}]") for i in range(n)]
+        vecs, trunc, dt = await asyncio.to_thread(self.backend.embed_texts, texts)
+        return self._embed_response(vecs, trunc, {"embed": dt})
+
+    def _embed_response(self, vecs, trunc, t):
+        return retriever_pb2.EmbedResponse(vectors=[retriever_pb2.Vector(values=v.tolist()) for v in vecs],
+                                           dim=self.backend.embedder.dim, model=self.backend.model_id,
+                                           truncated=trunc, timings=timings(t))
+
+    async def Upsert(self, request_iterator, context):
+        collection, indexer, upserted, failed = None, None, 0, []
+        async for msg in request_iterator:
+            if msg.collection:
+                if collection is not None and msg.collection != collection:
+                    raise InvalidArgument(f"collection: {msg.collection!r} differs from the stream's {collection!r}")
+                collection = msg.collection
+            if collection is None:
+                collection = self._collection("")
+            validation.int_range(len(msg.items), "items (count per message)", 0, MAX_BATCH)
+            if indexer is None:
+                indexer = await asyncio.to_thread(self.backend.indexer, collection)
+            imgs, vecs = [], []
+            for k, item in enumerate(msg.items):
+                try:
+                    cid = validation.corpus_id(item.id, f"items[{k}].id")
+                    payload = dict(item.payload)
+                    which = item.WhichOneof("content")
+                    if which == "image":
+                        imgs.append((cid, self._image(item.image, f"items[{k}].image"), payload))
+                    elif which == "vector":
+                        v = vector_from(item.vector, f"items[{k}].vector")
+                        if v.shape[0] != indexer.meta.dim:
+                            raise InvalidArgument(f"items[{k}].vector: {v.shape[0]} values, collection holds "
+                                                  f"{indexer.meta.dim}-d vectors")
+                        vecs.append((cid, v, payload))
+                    else:
+                        raise InvalidArgument(f"items[{k}]: needs an image or a vector")
+                except InvalidArgument as e:
+                    failed.append(f"{item.id or '?'}: {e.message}")
+            upserted += await asyncio.to_thread(self.backend.upsert, indexer, imgs, vecs)
+        if collection is None:
+            raise InvalidArgument("collection: the stream was empty; the first message must name the collection")
+        if indexer is None:
+            indexer = await asyncio.to_thread(self.backend.indexer, collection)
+        points = await asyncio.to_thread(self.backend.finish_upsert, collection)
+        return retriever_pb2.UpsertResponse(upserted=upserted, collection_points=points, failed=failed)
+
+    async def CollectionInfo(self, request, context):
+        info = await asyncio.to_thread(self.backend.collection_info, self._collection(request.collection))
+        return retriever_pb2.CollectionInfoResponse(name=info["name"], model=info["model"], dim=info["dim"],
+                                                    points=info["points"], engine=info["engine"],
+                                                    distance=info["distance"], hnsw_ready=info["hnsw_ready"])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_server_flags(parser, "retriever", 50053, 9103)
+    f = lambda *a, **k: config.add_flag(parser, *a, service="retriever", **k)  # noqa: E731
+    f("model", default=None, help="local Hugging Face folder: BLIP retrieval, CLIP or SigLIP (auto-detected)")
+    f("image-size", default=None, type=int,
+      help="model input size; default: 224 for BLIP (GenIR/ChatIR), the checkpoint's own size for CLIP/SigLIP")
+    f("text-max-tokens", default=200, type=int, help="text truncation in tokens (capped at the text tower's limit)")
+    f("store-path", default=".cache/qdrant", help="embedded qdrant-edge store folder (owned by this process)")
+    f("qdrant-url", default=None, help="Qdrant server URL; when set, the server engine is used instead of --store-path")
+    f("default-collection", default=None, help="collection used when a request leaves it empty")
+    f("batch-size", default=32, type=int, help="images/texts per forward pass")
+    f("device", default=None, help="torch device (default: cuda when present)")
+    f("hnsw-threshold-kb", default=10_000, type=int,
+      help="qdrant-edge: segments above this size get an HNSW index; below it search is a full scan")
+    f("hnsw-ef", default=None, type=int, help="HNSW search breadth (default: the engine's)")
+
+
+def main(args: argparse.Namespace) -> int:
+    config.setup_logging(args.log_level)
+    config.log_config("retriever", args)
+    if not args.model:
+        print("genir serve retriever: --model is required", flush=True)
+        return 2
+    backend = RetrieverBackend(args)
+    servicer = RetrieverServicer(backend, args)
+    svc = Service("genir.v1.Retriever", retriever_pb2_grpc.add_RetrieverServicer_to_server, servicer)
+    return asyncio.run(serve(args, [svc], load=lambda: asyncio.to_thread(backend.load), close=backend.close))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="genir serve retriever")
+    add_arguments(p)
+    raise SystemExit(main(p.parse_args()))
