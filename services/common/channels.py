@@ -10,9 +10,12 @@ from services.common.server import grpc_options
 
 
 def open_channel(target: str, *, ca: str | None = None, cert: str | None = None, key: str | None = None,
-                 max_message_mb: int = 64, metrics: bool = True) -> grpc.aio.Channel:
-    options = [o for o in grpc_options(max_message_mb) if o[0] != "grpc.so_reuseport"]
-    options += [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)]
+                 max_message_mb: int = 64, metrics: bool = True,
+                 options: list[tuple[str, object]] | None = None) -> grpc.aio.Channel:
+    """`options`: extra channel arguments (e.g. reconnect backoff), appended last so they win."""
+    base = [o for o in grpc_options(max_message_mb) if o[0] != "grpc.so_reuseport"]
+    base += [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)]
+    options = base + list(options or [])
     interceptors = client_interceptors() if metrics else None
     creds = tls.channel_credentials(ca, cert, key)
     if creds is not None:

@@ -1,0 +1,327 @@
+"""The round engine: one loop for every mode, simulated dialogs and human sessions alike.
+
+    engine = Engine(Backends.local(...), corpus=load_corpus(...), image_root=..., collection="coco")
+    async for rnd in engine.run_dialog(orchestrator_pb2.RunDialogRequest(target_id="7", rounds=10)):
+        ...                                   # genir.v1.Round, streamed as each round finishes
+    await engine.close()
+
+A round is: the query (from the simulated user's caption / feedback, a person, or a ChatIR
+dialog) -> what the mode shows (rendering or top-1 retrieved image) and the corpus ranking,
+with the target's exact rank when a target is known. Every stage is timed into Round.timings and
+the `genir_stage_seconds{stage}` histogram. Seeds derive from (base seed, target id, round
+index, stage), so the same request replays the same dialog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import mimetypes
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+from PIL import Image as PILImage
+from prometheus_client import Histogram
+
+from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
+from orchestrator.backends import Backends
+from orchestrator.datasets import Corpus
+from orchestrator.modes import MODES, Mode, Shown, Step, mode_name
+from services.common import validation
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+
+log = logging.getLogger("genir.orchestrator.engine")
+
+STAGES = ("generate", "retrieve", "compare", "refine", "caption", "critique")
+STAGE_SECONDS = Histogram("genir_stage_seconds", "Wall time of one dialog stage (all retries included).",
+                          ["stage"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+MAX_ROUNDS = 20
+MAX_TOP_K = 100
+SEED_MASK = (1 << 63) - 1
+
+
+def derive_seed(base: int, key: str, index: int, stage: str = "round") -> int:
+    """A 63-bit seed that depends only on (base seed, target/session key, round, stage)."""
+    digest = hashlib.sha256(f"{base}|{key}|{index}|{stage}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & SEED_MASK
+
+
+@dataclass
+class Last:
+    """The previous round, as the next round's feedback needs it."""
+    query: str
+    image: common_pb2.Image | None
+    target_rank: int | None
+
+
+@dataclass
+class DialogState:
+    options: orchestrator_pb2.SessionOptions
+    collection: str
+    top_k: int
+    base_seed: int
+    key: str                                   # target id, or a session's fixed key
+    target_id: str | None = None
+    target: common_pb2.Image | None = None
+    dialog: tuple[str, ...] = ()
+    index: int = 0
+    deadline: float | None = None               # absolute time.monotonic()
+    timings: list = field(default_factory=list)
+    last: Last | None = None
+
+    def begin(self, index: int, deadline: float | None) -> None:
+        self.index, self.deadline, self.timings = index, deadline, []
+
+    def seed(self, stage: str = "round") -> int:
+        return derive_seed(self.base_seed, self.key, self.index, stage)
+
+    def sampling(self, stage: str) -> common_pb2.Sampling:
+        return common_pb2.Sampling(seed=self.seed(stage))
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            self.timings.append(common_pb2.Timing(stage=name, seconds=seconds))
+            STAGE_SECONDS.labels(name).observe(seconds)
+
+
+def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: str) -> orchestrator_pb2.SessionOptions:
+    """Validated copy of the options with defaults filled in (collection, top_k)."""
+    out = orchestrator_pb2.SessionOptions()
+    out.CopyFrom(opts)
+    out.collection = (opts.collection or default_collection).strip()
+    if not out.collection:
+        raise InvalidArgument("options.collection: empty and the orchestrator has no default collection (--collection)")
+    out.top_k = validation.int_range(opts.top_k or 10, "options.top_k", 1, MAX_TOP_K)
+    for name in ("width", "height", "num_inference_steps"):
+        validation.int_range(getattr(opts, name), f"options.{name}", 0, 8192)
+    for name in ("image_weight", "text_weight"):
+        validation.float_range(getattr(opts, name), f"options.{name}", 0.0, 1000.0)
+    if opts.HasField("guidance_scale"):
+        validation.float_range(opts.guidance_scale, "options.guidance_scale", 0.0, 100.0)
+    if opts.HasField("seed"):
+        validation.int_range(opts.seed, "options.seed", 0, SEED_MASK)
+    validation.choice(opts.image_delivery, "options.image_delivery", set(common_pb2.ImageDelivery.values()))
+    return out
+
+
+_TOO_LONG = re.compile(r"prompt: (\d+) tokens, over the limit of (\d+) tokens")
+
+
+def _fit_prompt(prompt: str, message: str) -> str | None:
+    """The prompt cut at a word boundary to about limit/tokens of its length, or None if the
+    error is not about prompt length."""
+    m = _TOO_LONG.search(message)
+    if not m:
+        return None
+    tokens, limit = int(m.group(1)), int(m.group(2))
+    keep = int(len(prompt) * limit / max(tokens, 1) * 0.9)
+    cut = prompt[:keep].rsplit(" ", 1)[0] if " " in prompt[:keep] else prompt[:keep]
+    return cut.strip() or None
+
+
+class Engine:
+    """Runs rounds over the backends. `images` (a store with put_image) enables delivery by reference."""
+
+    def __init__(self, backends: Backends, *, corpus: Corpus | None = None, image_root: str | Path | None = None,
+                 collection: str = "", round_timeout: float = 600.0, images=None, own_backends: bool = True):
+        self.backends = backends
+        self.corpus = corpus
+        self.image_root = Path(image_root) if image_root else None
+        self.collection = collection
+        self.round_timeout = round_timeout
+        self.images = images
+        self._own = own_backends
+        self._modes: dict[str, Mode] = {name: cls(self) for name, cls in MODES.items()}
+        self._image_cache: OrderedDict[str, common_pb2.Image] = OrderedDict()
+
+    # ------------------------------------------------------------------ simulated dialogs
+    async def run_dialog(self, request: orchestrator_pb2.RunDialogRequest,
+                         deadline: float | None = None) -> AsyncIterator[orchestrator_pb2.Round]:
+        """Stream rounds 0..request.rounds of a simulated dialog (the refiner sees the target)."""
+        mode, st = self.dialog_state(request)
+        delivery = st.options.image_delivery
+        for t in range(request.rounds + 1):
+            st.begin(t, self._deadline(deadline))
+            step = await (mode.first(st) if t == 0 else mode.follow(st))
+            rnd = await self.play(mode, st, step)
+            yield self.deliver(rnd, delivery)
+
+    def dialog_state(self, request: orchestrator_pb2.RunDialogRequest) -> tuple[Mode, DialogState]:
+        """Validate a RunDialogRequest and build the dialog's state (reads the target image)."""
+        name = mode_name(request.mode, session=False)
+        rounds = validation.int_range(request.rounds, "rounds", 0, MAX_ROUNDS)
+        options = resolve_options(request.options, self.collection)
+        target_id = self.check_target(request.target_id)
+        dialog = tuple(request.dialog)
+        if name == "chatir":
+            if len(dialog) < rounds + 1:
+                raise InvalidArgument(f"dialog: chatir mode needs at least rounds + 1 = {rounds + 1} strings "
+                                      f"(caption + one Q/A per round), got {len(dialog)}")
+            for i, s in enumerate(dialog[: rounds + 1]):
+                validation.text(s, f"dialog[{i}]")
+        mode = self._modes[name]
+        base = options.seed if options.HasField("seed") else 0
+        options.seed = base
+        st = DialogState(options=options, collection=options.collection, top_k=options.top_k, base_seed=base,
+                         key=target_id, target_id=target_id, dialog=dialog)
+        if mode.target_image:
+            st.target = self.target_image(target_id)
+        return mode, st
+
+    def check_target(self, target_id: str) -> str:
+        if not (target_id or "").strip():
+            raise InvalidArgument("target_id: required (the corpus id of the target image)")
+        cid = validation.corpus_id(target_id, "target_id")
+        if self.corpus is None:
+            raise FailedPrecondition("target_id: the orchestrator has no corpus (start it with --corpus)")
+        if cid >= len(self.corpus):
+            raise NotFound(f"target_id: {target_id!r} is not in the corpus (ids 0..{len(self.corpus) - 1})")
+        return str(cid)
+
+    def target_image(self, target_id: str) -> common_pb2.Image:
+        return self._read_corpus_image(self.corpus.path_of(int(target_id)), f"target {target_id}")
+
+    def corpus_image(self, hit) -> common_pb2.Image:
+        """The real corpus image of a hit (prediction mode shows the top-1)."""
+        path = hit.payload.get("path") or (self.corpus.path_of(int(hit.id)) if self.corpus else "")
+        if not path:
+            raise FailedPrecondition(f"hit {hit.id}: no image path (no payload 'path' and no --corpus)")
+        return self._read_corpus_image(path, f"corpus id {hit.id}")
+
+    def _read_corpus_image(self, rel: str, what: str) -> common_pb2.Image:
+        if rel in self._image_cache:
+            self._image_cache.move_to_end(rel)
+            return self._image_cache[rel]
+        if self.image_root is None:
+            raise FailedPrecondition(f"{what}: the orchestrator has no --image-root to read {rel!r} from")
+        path = self.image_root / rel
+        try:
+            data = path.read_bytes()
+            with PILImage.open(io.BytesIO(data)) as im:
+                width, height = im.size
+        except FileNotFoundError:
+            raise FailedPrecondition(f"{what}: image file {path} is missing under --image-root") from None
+        except OSError as e:
+            raise FailedPrecondition(f"{what}: image file {path} is unreadable ({e})") from None
+        msg = common_pb2.Image(data=data, mime_type=mimetypes.guess_type(rel)[0] or "application/octet-stream",
+                               width=width, height=height)
+        self._image_cache[rel] = msg
+        while len(self._image_cache) > 64:
+            self._image_cache.popitem(last=False)
+        return msg
+
+    # ------------------------------------------------------------------ human sessions
+    def session_state(self, mode: str, options: orchestrator_pb2.SessionOptions, key: str,
+                      rounds: list[orchestrator_pb2.Round], last_image: common_pb2.Image | None) -> tuple[Mode, DialogState]:
+        """State of a human session (no target) positioned after its stored rounds."""
+        st = DialogState(options=options, collection=options.collection, top_k=options.top_k,
+                         base_seed=options.seed, key=key, index=len(rounds))
+        if rounds:
+            prev = rounds[-1]
+            st.last = Last(prev.query, last_image, prev.target_rank if prev.HasField("target_rank") else None)
+        return self._modes[mode], st
+
+    async def human_round(self, mode: Mode, st: DialogState, *, query: str = "", feedback: str = "",
+                          deadline: float | None = None) -> orchestrator_pb2.Round:
+        """One session round from a full new query, or feedback the refiner merges into the last query."""
+        st.begin(st.index, self._deadline(deadline))
+        if feedback:
+            if st.last is None:
+                raise FailedPrecondition("feedback: the session has no previous query to refine")
+            r = await self.refiner("refine", "Refine", st, refiner_pb2.RefineRequest(
+                caption=st.last.query, feedback=feedback, sampling=st.sampling("refine")))
+            step = Step(r.text, feedback, r.prompt_id)
+        else:
+            step = Step(query)
+        return await self.play(mode, st, step)
+
+    # ------------------------------------------------------------------ the round
+    async def play(self, mode: Mode, st: DialogState, step: Step) -> orchestrator_pb2.Round:
+        """Show the step's query, rank the corpus, and record the round (images inline)."""
+        query = step.query.strip()
+        if not query:  # a VLM can answer nothing; keep searching with the previous query
+            if st.last is None:
+                raise FailedPrecondition(f"round {st.index}: the refiner returned an empty query")
+            log.warning("round %d: empty query from the refiner; reusing the previous one", st.index)
+            query = st.last.query
+        shown: Shown = await mode.show(st, query)
+        rnd = orchestrator_pb2.Round(index=st.index, query=query, feedback=step.feedback, hits=shown.hits,
+                                     timings=st.timings, seed=st.seed(), prompt_id=step.prompt_id)
+        if shown.image is not None:
+            rnd.generated.CopyFrom(shown.image)
+        if shown.target_rank is not None:
+            rnd.target_rank = shown.target_rank
+        st.last = Last(query, shown.image, shown.target_rank)
+        return rnd
+
+    def deliver(self, rnd: orchestrator_pb2.Round, delivery: int) -> orchestrator_pb2.Round:
+        """Inline bytes, or a reference fetched later with GetImage."""
+        if delivery != common_pb2.IMAGE_DELIVERY_REFERENCE or not rnd.generated.data:
+            return rnd
+        if self.images is None:
+            raise FailedPrecondition("options.image_delivery: delivery by reference needs the orchestrator's image store")
+        out = orchestrator_pb2.Round()
+        out.CopyFrom(rnd)
+        img = rnd.generated
+        out.generated.CopyFrom(common_pb2.Image(ref=self.images.put_image(img), mime_type=img.mime_type,
+                                                width=img.width, height=img.height))
+        return out
+
+    # ------------------------------------------------------------------ backend verbs
+    async def generate(self, st: DialogState, prompt: str) -> common_pb2.Image:
+        o = st.options
+        req = generator_pb2.GenerateRequest(prompt=prompt, seed=st.seed(), width=o.width, height=o.height,
+                                            num_inference_steps=o.num_inference_steps,
+                                            output_format=generator_pb2.OUTPUT_FORMAT_PNG)
+        if o.HasField("guidance_scale"):
+            req.guidance_scale = o.guidance_scale
+        with st.stage("generate"):
+            for _ in range(4):
+                try:
+                    resp = await self.backends.generator.call("Generate", req, deadline=st.deadline)
+                    break
+                except InvalidArgument as e:
+                    # The generator refuses prompts longer than its text encoder reads; the reference
+                    # pipelines truncate such prompts, so render the head of the query instead.
+                    shorter = _fit_prompt(req.prompt, e.message)
+                    if shorter is None:
+                        raise
+                    log.info("round %d: prompt cut from %d to %d characters for the generator's token limit",
+                             st.index, len(req.prompt), len(shorter))
+                    req.prompt = shorter
+            else:
+                raise InvalidArgument(f"query: still over the generator's prompt token limit after cutting it "
+                                      f"to {len(req.prompt)} characters")
+        if not resp.images:
+            raise FailedPrecondition("generator: Generate returned no image")
+        return resp.images[0]
+
+    async def search(self, st: DialogState, **query) -> retriever_pb2.SearchResponse:
+        req = retriever_pb2.SearchRequest(collection=st.collection, top_k=st.top_k, **query)
+        if st.target_id is not None:
+            req.target_id = st.target_id
+        with st.stage("retrieve"):
+            return await self.backends.retriever.call("Search", req, deadline=st.deadline)
+
+    async def refiner(self, stage: str, method: str, st: DialogState, req) -> refiner_pb2.RefinerResponse:
+        with st.stage(stage):
+            return await self.backends.refiner.call(method, req, deadline=st.deadline)
+
+    def _deadline(self, outer: float | None) -> float:
+        own = time.monotonic() + self.round_timeout
+        return own if outer is None else min(own, outer)
+
+    async def close(self) -> None:
+        if self._own:
+            await self.backends.close()

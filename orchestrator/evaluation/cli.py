@@ -1,0 +1,226 @@
+"""`genir eval` (= `genir eval run`): run a benchmark evaluation.
+
+    genir eval --queries Q.json --corpus C.json --image-root DIR --mode genir --rounds 10 --out DIR
+               [--limit N] [--concurrency C] [--shard I/N] [--k 1,5,10] [--seed S] [--export-dataset]
+               [--orchestrator HOST:PORT | --embedded]
+
+Inputs are validated before any dialog runs (a target missing from the corpus is named). The run
+resumes from OUT/dialogs.jsonl; failed dialogs are listed and make the exit code 1, so a rerun with
+the same command completes them. Exit codes: 0 all done, 1 some dialogs failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from orchestrator.datasets import DatasetError, load_corpus, load_queries
+from orchestrator.evaluation.runner import (
+    MODES,
+    EngineDialogSource,
+    EvalConfig,
+    EvalError,
+    EvalRunner,
+    GrpcDialogSource,
+    check_queries,
+    parse_ks,
+    parse_shard,
+    select_targets,
+)
+from services.common.config import add_flag, setup_logging
+
+log = logging.getLogger("genir.eval")
+SERVICE = "eval"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    f = lambda *a, **k: add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
+    f("queries", help="queries JSON: [{'img': path in corpus, 'dialog': [...]}, ...] (ChatIR/GenIR format)")
+    f("corpus", help="corpus JSON: array of image paths; the index is the corpus id")
+    f("image-root", default=None, help="folder the corpus paths are relative to (checks targets exist; "
+      "thumbnails in the report)")
+    f("mode", default="genir", choices=MODES, help="dialog mode")
+    f("rounds", default=10, type=int, help="feedback rounds after round 0 (0..20; the paper uses 10)")
+    f("out", help="output folder (dialogs.jsonl, summary.json, summary.csv, hits_at_k.png, report.html)")
+    f("limit", default=None, type=int, help="only the first N targets of the queries file")
+    f("concurrency", default=4, type=int, help="dialogs in flight")
+    f("shard", default=None, help="I/N: run the I-th of N deterministic parts of the targets (merge afterwards)")
+    f("k", default="1,5,10", help="cut-offs for Hits/Recall/MRR, comma-separated (headline 10)")
+    f("seed", default=0, type=int, help="base seed; round seeds derive from (seed, target id, round)")
+    parser.add_argument("--export-dataset", nargs="?", const="", default=None, metavar="DIR",
+                        help="also write the GenIR dataset layout (default DIR: OUT/dataset)")
+    f("orchestrator", default="127.0.0.1:50050", help="orchestrator HOST:PORT")
+    f("embedded", default=False, bool_flag=True, help="run the orchestrator's engine in this process "
+      "instead of calling a running orchestrator (backends from --generator/--refiner/--retriever)")
+    f("generator", default=None, help="generator HOST:PORT (--embedded: default 127.0.0.1:50051; otherwise "
+      "only asked for its model id, for the summary)")
+    f("refiner", default=None, help="refiner HOST:PORT (--embedded: default 127.0.0.1:50052)")
+    f("retriever", default=None, help="retriever HOST:PORT (--embedded: default 127.0.0.1:50053; otherwise "
+      "only asked for the collection's model id)")
+    f("collection", default="", help="retriever collection ('' = the orchestrator's default)")
+    f("top-k", default=10, type=int, help="hits returned per round (1..100); the rank is exact regardless")
+    f("width", default=0, type=int, help="rendering width (0 = generator default)")
+    f("height", default=0, type=int, help="rendering height (0 = generator default)")
+    f("steps", default=0, type=int, help="inference steps (0 = generator default)")
+    f("image-weight", default=0.0, type=float, help="hybrid mode: image weight (0 = 0.5)")
+    f("text-weight", default=0.0, type=float, help="hybrid mode: text weight (0 = 0.5)")
+    f("label", default="", help="name of this run in merged comparisons (default: the mode)")
+    f("models", default="", help="model ids to record in the summary, e.g. generator=sd35,refiner=gemma3-12b")
+    f("retries", default=3, type=int, help="extra attempts for a dialog that failed transiently")
+    f("retry-backoff", default=1.0, type=float, help="first retry delay in seconds (doubles per attempt)")
+    f("dialog-timeout", default=3600.0, type=float, help="deadline for one whole dialog, seconds")
+    f("metrics-port", default=9104, type=int, help="Prometheus /metrics port while the job runs (-1 disables)")
+    f("metrics-host", default="127.0.0.1", help="metrics bind address")
+    f("report-max-dialogs", default=200, type=int, help="dialogs shown in report.html (by target id)")
+    f("progress", default=True, bool_flag=True, help="tqdm progress bar on stderr")
+    f("token", default=None, help="bearer token for an orchestrator with auth on")
+    f("tls-ca", default=None, help="PEM CA to verify the orchestrator (enables TLS)")
+    f("tls-cert", default=None, help="PEM client certificate (mTLS)")
+    f("tls-key", default=None, help="PEM client key (mTLS)")
+    f("max-message-mb", default=64, type=int, help="max gRPC message size, MiB")
+    f("log-level", default="INFO", help="logging level")
+
+
+def parse_models(text: str) -> dict[str, str]:
+    out = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        if "=" not in part:
+            raise EvalError(f"--models: {part!r} must be ROLE=MODEL, e.g. generator=sd35-medium")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def config_from_args(args) -> EvalConfig:
+    if args.concurrency < 1:
+        raise EvalError(f"--concurrency: {args.concurrency} must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise EvalError(f"--limit: {args.limit} must be >= 1")
+    if not 1 <= args.top_k <= 100:
+        raise EvalError(f"--top-k: {args.top_k} is out of range [1, 100]")
+    return EvalConfig(mode=args.mode, rounds=args.rounds, ks=parse_ks(args.k), seed=args.seed,
+                      concurrency=args.concurrency, top_k=args.top_k, collection=args.collection,
+                      width=args.width, height=args.height, num_inference_steps=args.steps,
+                      image_weight=args.image_weight, text_weight=args.text_weight, label=args.label,
+                      retries=args.retries, retry_backoff_s=args.retry_backoff,
+                      dialog_timeout_s=args.dialog_timeout, progress=args.progress,
+                      models=parse_models(args.models))
+
+
+def prepare(args):
+    """Everything that can be wrong with the inputs, checked before any dialog: (cfg, targets)."""
+    for name in ("queries", "corpus", "out"):
+        if not getattr(args, name):
+            raise EvalError(f"--{name} is required")
+    cfg = config_from_args(args)
+    shard = parse_shard(args.shard)
+    corpus = load_corpus(args.corpus)
+    queries = load_queries(args.queries, corpus)
+    targets = select_targets(queries, args.limit, shard)
+    check_queries(targets, cfg)
+    if args.embedded:
+        from orchestrator.evaluation.embedded import check_args
+
+        check_args(args)
+    if args.image_root:
+        root = Path(args.image_root)
+        if not root.is_dir():
+            raise EvalError(f"--image-root: {root} is not a folder")
+        missing = [q.img for q in targets if not (root / q.img).is_file()]
+        if missing:
+            raise EvalError(f"--image-root {root}: {len(missing)} target image(s) missing, first {missing[0]!r}")
+    return cfg, targets, shard
+
+
+def make_source(args):
+    if not args.embedded:
+        return GrpcDialogSource(args.orchestrator, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
+                                token=args.token, max_message_mb=args.max_message_mb)
+    from orchestrator.evaluation.embedded import make_engine
+
+    return EngineDialogSource(make_engine(args))
+
+
+def finish(out: Path, result, cfg: EvalConfig, image_root, export, report_max: int) -> None:
+    """summary.json/csv, plot, report and (optionally) the dataset export from the finished dialogs."""
+    from orchestrator.evaluation import outputs
+    from orchestrator.evaluation.export import export_dataset
+    from orchestrator.evaluation.report import write_report
+
+    summary = outputs.label_summary(result.finished, cfg.ks, cfg.identity(), cfg.models)
+    outputs.write_all(out, summary)
+    write_report(out, summary, {cfg.name: {t: (r, out) for t, r in result.finished.items()}},
+                 image_root=image_root, max_dialogs=report_max)
+    if export is not None:
+        export_dataset(Path(export) if export else out / "dataset", result.finished, out, summary)
+    return summary
+
+
+async def _with_models(args, cfg: EvalConfig) -> EvalConfig:
+    """Add the model ids the backends report; --models wins where both name a role."""
+    from dataclasses import replace
+
+    from orchestrator.evaluation.embedded import discover_models
+
+    found = await discover_models(args.generator, args.retriever, args.collection)
+    return replace(cfg, models=found | cfg.models) if found else cfg
+
+
+async def _run(args, cfg, targets, shard) -> int:
+    cfg = await _with_models(args, cfg)
+    source = make_source(args)
+    try:
+        runner = EvalRunner(source, targets, cfg, args.out)
+        result = await runner.run()
+    finally:
+        await source.close()
+    out = Path(args.out)
+    summary = finish(out, result, cfg, args.image_root, args.export_dataset, args.report_max_dialogs)
+    # run.json (written by the runner) holds what does not belong in the reproducible summary
+    info = json.loads((out / "run.json").read_text())
+    info["shard"] = f"{shard[0]}/{shard[1]}"
+    from orchestrator.evaluation.outputs import write_json
+
+    write_json(out / "run.json", info)
+    k = summary["headline_k"]
+    hits = summary["hits_at_k"][str(k)]
+    if hits:
+        print(f"{cfg.name}: n_targets={summary['n_targets']} Hits@{k} round 0 = {hits[0]:.2f} -> round "
+              f"{len(hits) - 1} = {hits[-1]:.2f}; BRI={summary['bri']}; results in {out}")
+    else:
+        print(f"{cfg.name}: no finished dialogs; results in {out}")
+    if result.failed:
+        print(f"{len(result.failed)} dialog(s) failed and were not written; rerun the same command to "
+              f"complete them:", file=sys.stderr)
+        for tid, why in sorted(result.failed.items()):
+            print(f"  target {tid}: {why}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(args) -> int:
+    setup_logging(args.log_level)
+    try:
+        cfg, targets, shard = prepare(args)
+    except (EvalError, DatasetError) as e:
+        print(f"genir eval: {e}", file=sys.stderr)
+        return 2
+    if args.metrics_port is not None and args.metrics_port >= 0:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(args.metrics_port, addr=args.metrics_host)
+            log.info("eval metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
+        except OSError as e:  # a second local job on the same port must still run
+            log.warning("metrics port %d unavailable (%s); metrics not exposed", args.metrics_port, e)
+    log.info("eval %s: %d target(s), shard %d/%d, %d round(s), concurrency %d, out %s", cfg.name, len(targets),
+             shard[0], shard[1], cfg.rounds + 1, cfg.concurrency, args.out)
+    try:
+        return asyncio.run(_run(args, cfg, targets, shard))
+    except EvalError as e:
+        print(f"genir eval: {e}", file=sys.stderr)
+        return 2

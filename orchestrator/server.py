@@ -1,0 +1,208 @@
+"""`genir serve orchestrator`: the genir.v1.Orchestrator servicer over the round engine.
+
+The servicer validates requests, checks the bearer token, and moves rounds between the engine
+and the session store; the rounds themselves are the engine's (orchestrator/engine.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import logging
+import os
+import time
+
+from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from orchestrator.backends import BackendConfig, Backends, RetryPolicy
+from orchestrator.datasets import DatasetError, load_corpus
+from orchestrator.engine import Engine, resolve_options
+from orchestrator.modes import mode_name
+from orchestrator.sessions import SessionStore
+from services.common import config, validation
+from services.common.errors import InvalidArgument, Unauthenticated
+from services.common.server import Service, run, serve
+
+log = logging.getLogger("genir.orchestrator")
+SERVICE = "orchestrator"
+MAX_QUERY_CHARS = 4096
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_server_flags(parser, SERVICE, 50050, 9100)
+    config.add_client_tls_flags(parser, SERVICE)
+    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
+    f("generator", default="127.0.0.1:50051", help="generator address host:port")
+    f("refiner", default="127.0.0.1:50052", help="refiner address host:port")
+    f("retriever", default="127.0.0.1:50053", help="retriever address host:port")
+    f("collection", default="", help="default retriever collection (SessionOptions.collection overrides)")
+    f("corpus", default=None, help="corpus JSON (array of relative image paths; index = corpus id)")
+    f("image-root", default=None, help="folder the corpus paths are relative to (target and top-1 images)")
+    f("db", default="orchestrator-sessions.sqlite", help="SQLite file for sessions (images beside it)")
+    f("session-ttl", default=86400.0, type=float, help="seconds a session lives after its last round")
+    f("auth-token", default=None, help="require 'authorization: Bearer <token>' on every call (health stays open)")
+    f("generator-timeout", default=120.0, type=float, help="seconds per Generate attempt")
+    f("refiner-timeout", default=120.0, type=float, help="seconds per refiner attempt")
+    f("retriever-timeout", default=30.0, type=float, help="seconds per retriever attempt")
+    f("call-budget", default=180.0, type=float, help="seconds for one backend call, retries and backoff included")
+    f("round-timeout", default=600.0, type=float, help="seconds for one whole round")
+    f("retry-attempts", default=5, type=int, help="attempts per backend call on UNAVAILABLE/RESOURCE_EXHAUSTED")
+    f("retry-initial-backoff", default=0.2, type=float, help="seconds before the first retry (doubles, jittered)")
+    f("retry-max-backoff", default=3.0, type=float, help="cap on one backoff pause, seconds")
+
+
+def backends_from_args(args) -> Backends:
+    retry = RetryPolicy(attempts=max(1, args.retry_attempts), initial_backoff=args.retry_initial_backoff,
+                        max_backoff=args.retry_max_backoff)
+    common = dict(budget=args.call_budget, ca=args.client_tls_ca, cert=args.client_tls_cert,
+                  key=args.client_tls_key, max_message_mb=args.max_message_mb, retry=retry)
+    return Backends(BackendConfig("generator", args.generator, timeout=args.generator_timeout, **common),
+                    BackendConfig("refiner", args.refiner, timeout=args.refiner_timeout, **common),
+                    BackendConfig("retriever", args.retriever, timeout=args.retriever_timeout, **common))
+
+
+def _deadline(context) -> float | None:
+    left = context.time_remaining()
+    return None if left is None else time.monotonic() + left
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
+    def __init__(self, engine: Engine, store: SessionStore, auth_token: str | None = None):
+        self.engine = engine
+        self.store = store
+        self.token = auth_token or None
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _auth(self, context) -> None:
+        if not self.token:
+            return
+        md = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
+        got = md.get("authorization", "")
+        scheme, _, token = got.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.token.encode()):
+            raise Unauthenticated("authorization: missing or wrong bearer token (metadata 'authorization: Bearer <token>')"
+                                  if got else "authorization: metadata 'authorization: Bearer <token>' is required")
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    def _session(self, rec, rounds) -> orchestrator_pb2.Session:
+        return orchestrator_pb2.Session(session_id=rec.id, mode=rec.mode, options=rec.options, rounds=rounds,
+                                        created_at=rec.created_at, expires_at=rec.expires_at)
+
+    @staticmethod
+    def _inline(delivery: int, session_choice: int) -> bool:
+        choice = delivery or session_choice
+        return choice != common_pb2.IMAGE_DELIVERY_REFERENCE
+
+    # ------------------------------------------------------------------ sessions
+    async def CreateSession(self, request, context):
+        self._auth(context)
+        query = validation.text(request.query, "query", max_chars=MAX_QUERY_CHARS)
+        mode = mode_name(request.mode, session=True)
+        options = resolve_options(request.options, self.engine.collection)
+        if not options.HasField("seed"):
+            options.seed = int.from_bytes(os.urandom(8), "big") & ((1 << 63) - 1)
+        rec = self.store.create(mode, options)
+        m, st = self.engine.session_state(mode, options, rec.id, [], None)
+        try:
+            rnd = await self.engine.human_round(m, st, query=query, deadline=_deadline(context))
+        except BaseException:
+            self.store.discard(rec.id)
+            raise
+        rnd.session_id = rec.id
+        rec.expires_at = self.store.add_round(rec.id, rnd)
+        return self._session(rec, [self._out(rnd, request.options.image_delivery, options.image_delivery)])
+
+    async def NextRound(self, request, context):
+        self._auth(context)
+        which = request.WhichOneof("input")
+        if which is None:
+            raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
+        text = validation.text(getattr(request, which), which, max_chars=MAX_QUERY_CHARS)
+        validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
+        rec = self.store.get(request.session_id)
+        async with self._lock(rec.id):
+            rounds = self.store.rounds(rec.id, inline=False)
+            last_image = None
+            if rounds and rounds[-1].generated.ref:
+                last_image = self.store.get_image(rounds[-1].generated.ref)
+            m, st = self.engine.session_state(rec.mode, rec.options, rec.id, rounds, last_image)
+            kw = {"feedback": text} if which == "feedback" else {"query": text}
+            rnd = await self.engine.human_round(m, st, deadline=_deadline(context), **kw)
+            rnd.session_id = rec.id
+            self.store.add_round(rec.id, rnd)
+        return self._out(rnd, request.image_delivery, rec.options.image_delivery)
+
+    def _out(self, rnd, delivery: int, session_choice: int):
+        """The stored round with its image inline or as a reference, as asked."""
+        if self._inline(delivery, session_choice):
+            return rnd
+        return self.engine.deliver(rnd, common_pb2.IMAGE_DELIVERY_REFERENCE)
+
+    async def GetSession(self, request, context):
+        self._auth(context)
+        rec = self.store.get(request.session_id)
+        inline = self._inline(request.image_delivery, rec.options.image_delivery)
+        return self._session(rec, self.store.rounds(rec.id, inline=inline))
+
+    async def DeleteSession(self, request, context):
+        self._auth(context)
+        deleted = self.store.delete(request.session_id)
+        self._locks.pop(request.session_id, None)
+        return orchestrator_pb2.DeleteSessionResponse(deleted=deleted)
+
+    async def GetImage(self, request, context):
+        self._auth(context)
+        return self.store.get_image(request.ref)
+
+    # ------------------------------------------------------------------ simulated dialogs
+    async def RunDialog(self, request, context):
+        self._auth(context)
+        async for rnd in self.engine.run_dialog(request, deadline=_deadline(context)):
+            yield rnd
+
+
+async def _purge_loop(store: SessionStore, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            removed = store.purge()
+            if removed:
+                log.info("expired %d stored image(s)", removed)
+        except Exception:  # noqa: BLE001 - housekeeping must not stop the server
+            log.exception("session purge failed")
+
+
+async def amain(args) -> int:
+    corpus = None
+    if args.corpus:
+        try:
+            corpus = load_corpus(args.corpus)
+        except DatasetError as e:
+            log.error("%s", e)
+            return 2
+    store = SessionStore(args.db, ttl=args.session_ttl)
+    engine = Engine(backends_from_args(args), corpus=corpus, image_root=args.image_root,
+                    collection=args.collection, round_timeout=args.round_timeout, images=store)
+    servicer = OrchestratorServicer(engine, store, args.auth_token)
+    purger = asyncio.ensure_future(_purge_loop(store, min(60.0, max(1.0, args.session_ttl / 4))))
+
+    async def close():
+        purger.cancel()
+        await engine.close()
+        store.close()
+
+    if corpus is not None:
+        log.info("corpus: %d images from %s (image root %s)", len(corpus), args.corpus, args.image_root)
+    return await serve(args, [Service("genir.v1.Orchestrator", orchestrator_pb2_grpc.add_OrchestratorServicer_to_server,
+                                      servicer)], load=store.purge, close=close)
+
+
+def main(args) -> int:
+    config.setup_logging(args.log_level)
+    config.log_config(SERVICE, args)
+    if args.auth_token is not None and not args.auth_token.strip():
+        raise SystemExit("--auth-token is empty")
+    return run(amain(args))
+

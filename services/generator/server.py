@@ -1,0 +1,223 @@
+"""genir serve generator: the genir.v1.Generator gRPC surface over the diffusers backend.
+
+The servicer validates requests against the loaded model's limits and the configured caps,
+turns each request into per-image items (seed, seed+1, ...), hands them to the micro-batcher,
+and encodes the images it gets back. Model code lives in pipeline.py, batching in batching.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from services.common import config, images, validation
+from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from services.common.server import Service, serve
+from services.generator.batching import Expired, MicroBatcher, QueueFull, ShuttingDown
+from services.generator.pipeline import DTYPES, Item, Pipeline
+
+log = logging.getLogger("genir.generator")
+
+SERVICE = "generator"
+MAX_PROMPT_CHARS = 4096
+MAX_SEED = 2**63 - 1
+FORMATS = {generator_pb2.OUTPUT_FORMAT_UNSPECIFIED: "PNG", generator_pb2.OUTPUT_FORMAT_PNG: "PNG",
+           generator_pb2.OUTPUT_FORMAT_JPEG: "JPEG"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_server_flags(parser, SERVICE, 50051, 9101)
+    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
+    f("model", default=None, help="diffusers text-to-image pipeline folder (Hugging Face layout); required")
+    f("model-id", default=None, help="model id reported to clients (default: the folder name)")
+    f("device", default="auto", help="auto (cuda when present, else cpu), cpu, cuda, cuda:N")
+    f("dtype", default="auto", choices=DTYPES, help="weights dtype; auto = bfloat16 on CUDA, float32 on CPU")
+    f("max-batch-size", default=8, type=int, help="most images in one pipeline call")
+    f("max-batch-delay-ms", default=10.0, type=float, help="longest wait for a batch to fill, ms")
+    f("max-queue", default=64, type=int, help="requests waiting before RESOURCE_EXHAUSTED")
+    f("max-width", default=1536, type=int, help="largest width accepted, pixels")
+    f("max-height", default=1536, type=int, help="largest height accepted, pixels")
+    f("max-steps", default=100, type=int, help="largest num_inference_steps accepted")
+    f("max-guidance", default=20.0, type=float, help="largest guidance_scale accepted")
+    f("max-images", default=4, type=int, help="largest num_images per request")
+    f("max-sequence-length", default=256, type=int,
+      help="prompt tokens read by a long-text encoder (T5), capped by its tokenizer")
+    f("compile", default=False, bool_flag=True,
+      help="torch.compile the denoiser (compiles at start-up; new shapes recompile on first use)")
+    f("drop-t5", default=False, bool_flag=True, help="load SD3.5 without its T5 encoder (text_encoder_3=None)")
+    f("attention-slicing", default=False, bool_flag=True, help="sliced attention: less memory, slower")
+    f("vae-tiling", default=False, bool_flag=True, help="tiled VAE decode for large sizes: less memory")
+    f("batch-invariant", default=True, bool_flag=True,
+      help="make each image independent of the batch it ran in (bit-identical alone or batched)")
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Effective request limits: configured caps intersected with what the model allows."""
+    size_multiple: int
+    default_width: int
+    default_height: int
+    max_width: int
+    max_height: int
+    default_steps: int
+    max_steps: int
+    default_guidance: float
+    max_guidance: float
+    max_images: int
+    max_prompt_tokens: int
+    prompt_limit_source: str
+
+    @classmethod
+    def build(cls, limits, args) -> "Caps":
+        m = limits.size_multiple
+
+        def cap(flag: int) -> int:
+            top = min(flag, limits.max_size) if limits.max_size else flag
+            return max(m, top // m * m)
+
+        max_w, max_h = cap(args.max_width), cap(args.max_height)
+        return cls(size_multiple=m, default_width=min(limits.default_width, max_w),
+                   default_height=min(limits.default_height, max_h), max_width=max_w, max_height=max_h,
+                   default_steps=min(limits.default_steps, args.max_steps), max_steps=args.max_steps,
+                   default_guidance=min(limits.default_guidance, args.max_guidance), max_guidance=args.max_guidance,
+                   max_images=args.max_images, max_prompt_tokens=limits.max_prompt_tokens,
+                   prompt_limit_source=limits.prompt_limit_source)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    items: list[Item]
+    fmt: str
+    quality: int
+
+
+def _size(value: int, field: str, default: int, multiple: int, top: int) -> int:
+    if value == 0:
+        return default
+    if value < 0 or value % multiple or value > top:
+        raise InvalidArgument(f"{field}: {value} is not allowed; use a multiple of {multiple} in "
+                              f"[{multiple}, {top}] (0 = default {default})")
+    return value
+
+
+def _prompt(value: str, field: str, caps: Caps, count_tokens, required: bool) -> str:
+    text = validation.text(value, field, max_chars=MAX_PROMPT_CHARS, required=required)
+    if text:
+        n = count_tokens(text)
+        if n > caps.max_prompt_tokens:
+            raise InvalidArgument(f"{field}: {n} tokens, over the limit of {caps.max_prompt_tokens} tokens "
+                                  f"({caps.prompt_limit_source} of this model); shorten it")
+    return text
+
+
+def parse_request(req, caps: Caps, count_tokens) -> Parsed:
+    """Validate a GenerateRequest; InvalidArgument names the field and the allowed range."""
+    prompt = _prompt(req.prompt, "prompt", caps, count_tokens, required=True)
+    negative = _prompt(req.negative_prompt, "negative_prompt", caps, count_tokens, required=False)
+    if req.HasField("seed"):
+        seed = validation.int_range(req.seed, "seed", 0, MAX_SEED)
+    else:
+        seed = secrets.randbits(63)
+    steps = req.num_inference_steps or caps.default_steps
+    validation.int_range(steps, "num_inference_steps", 1, caps.max_steps)
+    guidance = (validation.float_range(req.guidance_scale, "guidance_scale", 0.0, caps.max_guidance)
+                if req.HasField("guidance_scale") else caps.default_guidance)
+    width = _size(req.width, "width", caps.default_width, caps.size_multiple, caps.max_width)
+    height = _size(req.height, "height", caps.default_height, caps.size_multiple, caps.max_height)
+    count = validation.int_range(req.num_images or 1, "num_images", 1, caps.max_images)
+    if req.output_format not in FORMATS:
+        raise InvalidArgument(f"output_format: unknown value {req.output_format}; allowed: OUTPUT_FORMAT_PNG (1), "
+                              f"OUTPUT_FORMAT_JPEG (2), or unset for PNG")
+    quality = validation.int_range(req.jpeg_quality or 90, "jpeg_quality", 1, 100)
+    # Image i uses seed + i, wrapping inside the int64 range so every seed stays valid.
+    items = [Item(prompt=prompt, seed=(seed + i) % (MAX_SEED + 1), width=width, height=height, steps=steps,
+                  guidance=guidance, negative_prompt=negative) for i in range(count)]
+    return Parsed(items=items, fmt=FORMATS[req.output_format], quality=quality)
+
+
+class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
+    def __init__(self, backend: Pipeline, batcher: MicroBatcher, args):
+        self.backend = backend
+        self.batcher = batcher
+        self.args = args
+        self.caps: Caps | None = None
+
+    def ready(self) -> None:
+        """Called once the model has loaded: fix the effective limits."""
+        self.caps = Caps.build(self.backend.limits, self.args)
+
+    async def Generate(self, request, context):
+        parsed = parse_request(request, self.caps, self.backend.count_tokens)
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        try:
+            pictures, info = await self.batcher.submit(parsed.items[0].key(), parsed.items, deadline)
+        except QueueFull as e:
+            raise ResourceExhausted(str(e)) from None
+        except Expired as e:
+            raise DeadlineExceeded(str(e)) from None
+        except ShuttingDown as e:
+            raise Unavailable(str(e)) from None
+        start = time.perf_counter()
+        encoded = await asyncio.to_thread(lambda: [images.encode_image(p, parsed.fmt, parsed.quality)
+                                                   for p in pictures])
+        encode_s = time.perf_counter() - start
+        first = parsed.items[0]
+        return generator_pb2.GenerateResponse(
+            images=[images.to_proto(data, parsed.fmt, first.width, first.height) for data in encoded],
+            model=self.backend.model_id, seeds=[it.seed for it in parsed.items], width=first.width,
+            height=first.height, batch_size=info.batch_size,
+            timings=[common_pb2.Timing(stage="queue", seconds=info.queue_seconds),
+                     common_pb2.Timing(stage="inference", seconds=info.inference_seconds),
+                     common_pb2.Timing(stage="encode", seconds=encode_s)])
+
+    async def Info(self, request, context):
+        c = self.caps
+        d = self.backend.describe()
+        return generator_pb2.GeneratorInfo(
+            model=d["model"], pipeline_class=d["pipeline_class"], device=d["device"], dtype=d["dtype"],
+            default_width=c.default_width, default_height=c.default_height, size_multiple=c.size_multiple,
+            max_width=c.max_width, max_height=c.max_height, default_steps=c.default_steps, max_steps=c.max_steps,
+            default_guidance=c.default_guidance, max_guidance=c.max_guidance, max_images=c.max_images,
+            max_prompt_tokens=c.max_prompt_tokens, max_batch_size=self.batcher.max_batch_size,
+            max_queue=self.batcher.max_queue)
+
+
+def build(args) -> tuple[Pipeline, MicroBatcher, GeneratorServicer]:
+    backend = Pipeline(args.model, model_id=args.model_id, device=args.device, dtype=args.dtype,
+                       drop_t5=args.drop_t5, compile=args.compile, attention_slicing=args.attention_slicing,
+                       vae_tiling=args.vae_tiling, batch_invariant=args.batch_invariant,
+                       max_sequence_length=args.max_sequence_length)
+    batcher = MicroBatcher(backend.generate_batch, max_batch_size=args.max_batch_size,
+                           max_delay_s=args.max_batch_delay_ms / 1000.0, max_queue=args.max_queue)
+    return backend, batcher, GeneratorServicer(backend, batcher, args)
+
+
+def main(args) -> int:
+    config.setup_logging(args.log_level)
+    if not args.model:
+        log.error("--model is required (or set GENIR_GENERATOR_MODEL): a diffusers pipeline folder")
+        return 2
+    for flag in ("max_batch_size", "max_queue", "max_width", "max_height", "max_steps", "max_images"):
+        if getattr(args, flag) < 1:
+            log.error("--%s must be >= 1 (got %s)", flag.replace("_", "-"), getattr(args, flag))
+            return 2
+    config.log_config(SERVICE, args)
+    backend, batcher, servicer = build(args)
+
+    async def load():
+        await asyncio.to_thread(backend.load)
+        servicer.ready()
+        batcher.start()
+
+    async def close():
+        await batcher.close()
+        backend.close()
+
+    service = Service("genir.v1.Generator", generator_pb2_grpc.add_GeneratorServicer_to_server, servicer)
+    return asyncio.run(serve(args, [service], load=load, close=close))

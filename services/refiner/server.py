@@ -1,0 +1,180 @@
+"""genir serve refiner: the genir.v1.Refiner gRPC surface over the Gemma-3 model served by Triton.
+
+Each RPC validates its request, builds a versioned prompt (prompts.py), sends it to Triton
+(triton_client.py), cleans the answer (postprocess.py) and reports text, prompt id, token counts,
+timings, model and the seed used (drawn here when the caller gave none, so every answer can be
+reproduced).
+
+Health: the service becomes SERVING without waiting for Triton (a refiner that is up but whose
+Triton is down must not take the orchestrator's health checks or a Kubernetes rollout with it).
+`--triton-wait S` waits up to S seconds for Triton at start-up and logs whether it is ready. While
+Triton is down, calls fail fast with UNAVAILABLE naming Triton's address (after retrying for
+--triton-retry-seconds); callers retry UNAVAILABLE with backoff.
+
+Metrics (besides grpc_server_*): genir_refiner_tokens_total{kind="prompt"|"completion"} and
+genir_refiner_triton_seconds{prompt} (one Triton call, retries included). Triton's own
+nv_inference_* series (request/queue/compute times, nv_inference_count vs nv_inference_exec_count
+for batching) are on Triton's metrics port (8002); scrape both (README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import time
+
+from prometheus_client import Counter, Histogram
+
+from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
+from services.common import config, images, tls, validation
+from services.common.errors import InvalidArgument
+from services.common.server import Service, serve
+from services.refiner import postprocess, prompts
+from services.refiner.triton_client import TritonVLM
+
+log = logging.getLogger("genir.refiner")
+
+SERVICE = "refiner"
+MAX_SEED = 2**63 - 1
+# Paper defaults (GenIR, §4): temperature 0.7, top-p 0.9, repetition penalty 1.1.
+DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEFAULT_REPETITION_PENALTY = 0.7, 0.9, 1.1
+DEADLINE_MARGIN = 0.25  # seconds kept back from the caller's deadline to answer in time
+
+TOKENS = Counter("genir_refiner_tokens_total", "Tokens processed by the vision-language model.", ["kind"])
+TRITON_SECONDS = Histogram("genir_refiner_triton_seconds", "Wall time of one Triton call, retries included.",
+                           ["prompt"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300))
+for _kind in ("prompt", "completion"):
+    TOKENS.labels(_kind)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_server_flags(parser, SERVICE, 50052, 9102)
+    config.add_client_tls_flags(parser, SERVICE)
+    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
+    f("triton-url", default="127.0.0.1:8001", help="Triton gRPC address host:port")
+    f("triton-model", default="gemma3", help="model name in Triton's repository")
+    f("triton-timeout", default=120.0, type=float, help="longest Triton call, seconds (capped by the caller's deadline)")
+    f("triton-retry-seconds", default=5.0, type=float,
+      help="how long UNAVAILABLE from Triton is retried (with backoff) before the call fails")
+    f("triton-wait", default=0.0, type=float, help="seconds to wait for Triton at start-up (0: do not wait)")
+    f("max-new-tokens-limit", default=1024, type=int, help="largest sampling.max_new_tokens accepted")
+    f("model-id", default=None, help="model id reported in responses (default: --triton-model)")
+
+
+def resolve_sampling(msg: common_pb2.Sampling, default_tokens: int, limit: int) -> dict:
+    """Request sampling -> the JSON Triton takes; unset fields get the paper's defaults."""
+    has = msg.HasField
+    temperature = validation.float_range(msg.temperature, "sampling.temperature", 0.0, 2.0) \
+        if has("temperature") else DEFAULT_TEMPERATURE
+    top_p = validation.float_range(msg.top_p, "sampling.top_p", 0.0, 1.0, lo_open=True) \
+        if has("top_p") else DEFAULT_TOP_P
+    tokens = validation.int_range(msg.max_new_tokens, "sampling.max_new_tokens", 1, limit) \
+        if has("max_new_tokens") else min(default_tokens, limit)
+    penalty = validation.float_range(msg.repetition_penalty, "sampling.repetition_penalty", 1.0, 2.0) \
+        if has("repetition_penalty") else DEFAULT_REPETITION_PENALTY
+    seed = validation.int_range(msg.seed, "sampling.seed", 0, MAX_SEED) if has("seed") else secrets.randbits(63)
+    return {"temperature": temperature, "top_p": top_p, "max_new_tokens": tokens,
+            "repetition_penalty": penalty, "seed": seed}
+
+
+class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
+    def __init__(self, vlm: TritonVLM, *, model_id: str, max_new_tokens: int, max_pixels: int):
+        self.vlm = vlm
+        self.model_id = model_id
+        self.max_new_tokens = max_new_tokens
+        self.max_pixels = max_pixels
+
+    # ------------------------------------------------------------------ helpers
+    async def _image(self, msg, field: str, required: bool = True) -> bytes | None:
+        """Validated image bytes: decoded once here, so corrupt data never reaches Triton. Decoding
+        runs in a thread: a blocked event loop would space out concurrent calls beyond Triton's
+        batching window."""
+        present = msg is not None and (msg.data or msg.ref)
+        if not required and not present:
+            return None
+        await asyncio.to_thread(images.decode_proto, msg, field, self.max_pixels, True)
+        return bytes(msg.data)
+
+    def _text(self, value: str, field: str) -> str:
+        return validation.text(value, field)
+
+    async def _run(self, prompt: prompts.Prompt, sampling_msg, context) -> refiner_pb2.RefinerResponse:
+        start = time.perf_counter()
+        sampling = resolve_sampling(sampling_msg, prompt.max_new_tokens, self.max_new_tokens)
+        left = context.time_remaining()
+        timeout = None if left is None else max(0.05, left - DEADLINE_MARGIN)
+        done = await self.vlm.generate(prompt.messages, prompt.images, sampling, timeout=timeout)
+        TRITON_SECONDS.labels(prompt.id.split("@")[0]).observe(done.seconds)
+        TOKENS.labels("prompt").inc(done.prompt_tokens)
+        TOKENS.labels("completion").inc(done.completion_tokens)
+        text = postprocess.clean(done.text, prompt.output) or done.text.strip()
+        return refiner_pb2.RefinerResponse(
+            text=text, prompt_id=prompt.id, prompt_tokens=done.prompt_tokens,
+            completion_tokens=done.completion_tokens, model=self.model_id, seed=sampling["seed"],
+            timings=[common_pb2.Timing(stage="triton", seconds=done.seconds),
+                     common_pb2.Timing(stage="total", seconds=time.perf_counter() - start)])
+
+    # ------------------------------------------------------------------ RPCs
+    async def Caption(self, request, context):
+        target = await self._image(request.target, "target")
+        style = "retrieval" if request.style == refiner_pb2.CAPTION_STYLE_RETRIEVAL else "generation"
+        return await self._run(prompts.caption(target, style), request.sampling, context)
+
+    async def Compare(self, request, context):
+        target = await self._image(request.target, "target")
+        generated = await self._image(request.generated, "generated")
+        caption = self._text(request.caption, "caption")
+        return await self._run(prompts.compare(target, generated, caption), request.sampling, context)
+
+    async def Refine(self, request, context):
+        caption = self._text(request.caption, "caption")
+        feedback = self._text(request.feedback, "feedback")
+        target = await self._image(request.target, "target", required=False)
+        generated = await self._image(request.generated, "generated", required=False)
+        rank = None
+        if request.HasField("shown_rank"):
+            rank = validation.int_range(request.shown_rank, "shown_rank", 0, 2**31 - 1)
+            if target is None:
+                raise InvalidArgument("shown_rank: only meaningful with a target (simulated prediction feedback)")
+        prompt = prompts.refine(caption, feedback, target=target, shown=generated, shown_rank=rank)
+        return await self._run(prompt, request.sampling, context)
+
+    async def Critique(self, request, context):
+        target = await self._image(request.target, "target")
+        caption = self._text(request.caption, "caption")
+        return await self._run(prompts.critique(target, caption), request.sampling, context)
+
+
+def build(args) -> tuple[TritonVLM, RefinerServicer]:
+    creds = tls.channel_credentials(args.client_tls_ca, args.client_tls_cert, args.client_tls_key)
+    vlm = TritonVLM(args.triton_url, args.triton_model, timeout=args.triton_timeout,
+                    retry_seconds=args.triton_retry_seconds, max_message_mb=args.max_message_mb, creds=creds)
+    servicer = RefinerServicer(vlm, model_id=args.model_id or args.triton_model,
+                               max_new_tokens=args.max_new_tokens_limit, max_pixels=args.max_image_pixels)
+    return vlm, servicer
+
+
+def main(args) -> int:
+    config.setup_logging(args.log_level)
+    if args.max_new_tokens_limit < 1 or args.triton_timeout <= 0:
+        log.error("--max-new-tokens-limit must be >= 1 and --triton-timeout > 0")
+        return 2
+    config.log_config(SERVICE, args)
+
+    async def run() -> int:
+        vlm, servicer = build(args)
+
+        async def load():
+            # Never blocks SERVING on Triton (see the module docstring); only reports its state.
+            if await vlm.wait_ready(args.triton_wait):
+                log.info("Triton at %s: model %s is ready", args.triton_url, args.triton_model)
+            else:
+                log.warning("Triton at %s: model %s is not ready yet; calls get UNAVAILABLE until it is",
+                            args.triton_url, args.triton_model)
+
+        service = Service("genir.v1.Refiner", refiner_pb2_grpc.add_RefinerServicer_to_server, servicer)
+        return await serve(args, [service], load=load, close=vlm.close)
+
+    return asyncio.run(run())

@@ -1,0 +1,404 @@
+"""Triton Python-backend model: a Gemma-3 image-text-to-text checkpoint through transformers.
+
+Tensors (the first dimension is the batch, B rows per request, usually 1):
+  in   messages           STRING [B, 1]  JSON chat messages with {"type": "image"} placeholders
+  in   images             STRING [B, N]  encoded images for the placeholders, in order; N may be 0;
+                                         empty elements are ignored (padding)
+  in   sampling           STRING [B, 1]  JSON {temperature, top_p, top_k, max_new_tokens,
+                                         repetition_penalty, seed}; "{}" = defaults
+  out  text               STRING [B, 1]
+  out  prompt_tokens      INT32  [B, 1]
+  out  completion_tokens  INT32  [B, 1]
+
+Every row of every request in one execute() call runs in ONE left-padded generate(). Sampling is
+done per row by `_RowSampler` (each row has its own torch.Generator seeded from its request), and
+each row stops at its own max_new_tokens, so a seeded request gives the same text whatever it is
+batched with. A malformed request (bad JSON, undecodable image, placeholder/image mismatch, values
+out of range, prompt too long) gets its own INVALID_ARG error; the rest of the batch is answered.
+Cancelled requests (client gone or deadline passed) are dropped before and during generation.
+
+Float caveat: rows are only nearly independent of their batch-mates. In float32 no difference was
+seen (CPU, and an H100 check); in bfloat16 on an H100, 2 of 12 seeded rows of a random tiny model
+sampled differently batched than alone. The `batch_invariant` parameter runs rows one at a time
+(exact reruns, e.g. for evaluations, at the cost of batching); `dtype float32` is the other way.
+
+Model path: the `model_path` parameter of config.pbtxt (see the comment there).
+"""
+
+import io
+import json
+import os
+import secrets
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "top_k": 0, "max_new_tokens": 500,
+            "repetition_penalty": 1.1, "seed": None}
+ROLES = ("system", "user", "assistant", "model")
+CANCEL_CHECK_EVERY = 8  # generation steps between is_cancelled() polls (each is an IPC round trip)
+
+
+class BadRequest(Exception):
+    """A client mistake; answered with INVALID_ARG."""
+
+
+class _OneByOne(Exception):
+    """batch_invariant is on: run the rows of this execute() one at a time."""
+
+
+# pb_utils.TritonError and friends are injected by the stub after this module is imported, so they
+# may only be touched inside functions.
+def _error(message, code_name="INVALID_ARG"):
+    code = getattr(pb_utils.TritonError, code_name, None) if code_name else None
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+def _parameter(config, key, default):
+    entry = config.get("parameters", {}).get(key)
+    return default if entry is None else entry.get("string_value", default)
+
+
+def _as_text(raw, field):
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{field}: not UTF-8 text") from None
+    return str(raw)
+
+
+def resolve_model_path(value, model_dir):
+    """Expand $$TRITON_MODEL_DIRECTORY and $VARS; relative paths are relative to the model's folder."""
+    path = (value or "").replace("$$TRITON_MODEL_DIRECTORY", model_dir)
+    path = os.path.expandvars(path)
+    if not path or "$" in path:
+        raise pb_utils.TritonModelException(
+            f"model_path parameter {value!r} is empty or names an unset environment variable")
+    return path if os.path.isabs(path) else os.path.join(model_dir, path)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        threads = int(_parameter(config, "num_threads", "0") or 0)
+        if threads > 0:
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.torch = torch
+        if threads > 0:
+            torch.set_num_threads(threads)
+        on_gpu = args.get("model_instance_kind") == "GPU" and torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{args.get('model_instance_device_id', 0)}" if on_gpu else "cpu")
+        dtype_name = _parameter(config, "dtype", "auto")
+        if dtype_name == "auto":
+            dtype_name = "bfloat16" if on_gpu else "float32"
+        dtype = getattr(torch, dtype_name)
+
+        path = resolve_model_path(_parameter(config, "model_path", ""), args["model_repository"])
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise pb_utils.TritonModelException(f"model_path {path!r} is not a Hugging Face model folder "
+                                                "(no config.json)")
+        self.limit = int(_parameter(config, "max_new_tokens_limit", "1024"))
+        self.batch_invariant = _parameter(config, "batch_invariant", "false").strip().lower() in ("1", "true", "yes")
+        self.processor = AutoProcessor.from_pretrained(path)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"  # generate() continues every row from the same column
+        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(self.device).eval()
+
+        self.stop_ids = self._stop_ids()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        self.max_positions = int(getattr(text_config, "max_position_embeddings", 1 << 30))
+        pb_utils.Logger.log_info(f"gemma3: loaded {path} on {self.device} ({dtype_name}), stop ids {self.stop_ids}, "
+                                 f"{self.max_positions} positions, max_new_tokens <= {self.limit}")
+
+    def _stop_ids(self):
+        ids = set()
+        eos = self.model.generation_config.eos_token_id
+        ids.update(eos if isinstance(eos, list) else [eos])
+        ids.add(self.tokenizer.eos_token_id)
+        # Chat checkpoints end a turn with <end_of_turn>; some tokenizers keep it a plain token.
+        end_of_turn = self.tokenizer.convert_tokens_to_ids("<end_of_turn>")
+        if isinstance(end_of_turn, int) and end_of_turn != self.tokenizer.unk_token_id:
+            ids.add(end_of_turn)
+        return sorted(i for i in ids if i is not None)
+
+    # ------------------------------------------------------------------ parsing
+    def _messages(self, raw):
+        try:
+            messages = json.loads(_as_text(raw, "messages"))
+        except json.JSONDecodeError as e:
+            raise BadRequest(f"messages: not valid JSON ({e})") from None
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("messages: expected a non-empty JSON list of {role, content} objects")
+        placeholders = 0
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ROLES:
+                raise BadRequest(f"messages[{i}]: expected an object with role one of {', '.join(ROLES)}")
+            content = m.get("content")
+            if isinstance(content, str):
+                continue
+            if not isinstance(content, list):
+                raise BadRequest(f"messages[{i}].content: expected a string or a list of parts")
+            for j, part in enumerate(content):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "image":
+                    placeholders += 1
+                elif kind != "text" or not isinstance(part.get("text"), str):
+                    raise BadRequest(f"messages[{i}].content[{j}]: expected {{'type': 'text', 'text': str}} "
+                                     "or {'type': 'image'}")
+        return messages, placeholders
+
+    def _sampling(self, raw):
+        text = _as_text(raw, "sampling").strip() if raw is not None else ""
+        given = {}
+        if text:
+            try:
+                given = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise BadRequest(f"sampling: not valid JSON ({e})") from None
+            if not isinstance(given, dict):
+                raise BadRequest("sampling: expected a JSON object")
+        unknown = sorted(set(given) - set(DEFAULTS))
+        if unknown:
+            raise BadRequest(f"sampling: unknown keys {unknown}; allowed {sorted(DEFAULTS)}")
+        s = {k: (DEFAULTS[k] if given.get(k) is None else given[k]) for k in DEFAULTS}
+        if given.get("max_new_tokens") is None:
+            s["max_new_tokens"] = min(DEFAULTS["max_new_tokens"], self.limit)
+        try:
+            s["temperature"], s["top_p"] = float(s["temperature"]), float(s["top_p"])
+            s["repetition_penalty"] = float(s["repetition_penalty"])
+            s["top_k"], s["max_new_tokens"] = int(s["top_k"]), int(s["max_new_tokens"])
+            s["seed"] = secrets.randbits(63) if s["seed"] is None else int(s["seed"])
+        except (TypeError, ValueError) as e:
+            raise BadRequest(f"sampling: {e}") from None
+        checks = [("temperature", 0 <= s["temperature"] <= 100, "[0, 100]"),
+                  ("top_p", 0 < s["top_p"] <= 1, "(0, 1]"),
+                  ("top_k", s["top_k"] >= 0, ">= 0"),
+                  ("max_new_tokens", 1 <= s["max_new_tokens"] <= self.limit, f"[1, {self.limit}]"),
+                  ("repetition_penalty", 0 < s["repetition_penalty"] <= 10, "(0, 10]"),
+                  ("seed", 0 <= s["seed"] < 2 ** 63, "[0, 2^63)")]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise BadRequest(f"sampling.{name}: {s[name]} is out of range {allowed}")
+        return s
+
+    def _images(self, row, expected):
+        from PIL import Image
+
+        blobs = [b for b in row if b is not None and len(b) > 0]
+        if len(blobs) != expected:
+            raise BadRequest(f"images: {len(blobs)} given but the messages have {expected} image placeholders")
+        decoded = []
+        for i, blob in enumerate(blobs):
+            try:
+                img = Image.open(io.BytesIO(bytes(blob)))
+                img.load()
+                decoded.append(img.convert("RGB"))
+            except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
+                raise BadRequest(f"images[{i}]: cannot decode ({type(e).__name__}: {e})") from None
+        return decoded
+
+    def _parse(self, request):
+        """One request -> list of rows {messages, images, sampling}; raises BadRequest."""
+        messages = pb_utils.get_input_tensor_by_name(request, "messages").as_numpy()
+        images_t = pb_utils.get_input_tensor_by_name(request, "images")
+        sampling_t = pb_utils.get_input_tensor_by_name(request, "sampling")
+        images = images_t.as_numpy() if images_t is not None else np.empty((messages.shape[0], 0), dtype=object)
+        sampling = sampling_t.as_numpy() if sampling_t is not None else None
+        rows = []
+        for b in range(messages.shape[0]):
+            msgs, n = self._messages(messages[b, 0])
+            rows.append({"messages": msgs,
+                         "images": self._images(images[b] if images.ndim == 2 and images.shape[0] > b else [], n),
+                         "sampling": self._sampling(sampling[b, 0] if sampling is not None else None)})
+        return rows
+
+    # ------------------------------------------------------------------ generation
+    def _encode(self, rows):
+        texts = [self.processor.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
+                 for r in rows]
+        images = [r["images"] for r in rows]
+        kwargs = {"images": images} if any(images) else {}
+        return self.processor(text=texts, padding=True, return_tensors="pt", **kwargs)
+
+    def _too_long(self, rows, lengths):
+        """Indices of rows whose prompt + max_new_tokens exceeds the model's positions, with messages."""
+        bad = {}
+        for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+            want = n + row["sampling"]["max_new_tokens"]
+            if want > self.max_positions:
+                bad[i] = (f"prompt of {n} tokens + max_new_tokens {row['sampling']['max_new_tokens']} exceeds "
+                          f"the model's {self.max_positions} positions")
+        return bad
+
+    def _generate(self, rows, cancelled):
+        """Run rows in one generate(). Returns [(text, prompt_tokens, completion_tokens) | BadRequest]."""
+        torch = self.torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        results = [None] * len(rows)
+        enc = self._encode(rows)
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
+        for i, msg in self._too_long(rows, lengths).items():
+            results[i] = BadRequest(msg)
+        keep = [i for i, r in enumerate(results) if r is None]
+        if not keep:
+            return results
+        if len(keep) < len(rows):
+            rows = [rows[i] for i in keep]
+            enc = self._encode(rows)
+            lengths = enc["attention_mask"].sum(dim=1).tolist()
+        enc = enc.to(self.device)
+        if "pixel_values" in enc:
+            enc["pixel_values"] = enc["pixel_values"].to(self.model.dtype)
+        width = enc["input_ids"].shape[1]
+        params = [r["sampling"] for r in rows]
+        limits = torch.tensor([p["max_new_tokens"] for p in params], device=self.device)
+        sampler = _RowSampler(torch, params, [width - n for n in lengths], self.device)
+        stopper = _RowStopper(torch, width, limits, lambda: [cancelled(keep[i]) for i in range(len(rows))])
+        config = GenerationConfig(
+            # Sampling is _RowSampler's job, so generate() itself is greedy. Every field is set on
+            # purpose: unset ones are filled from the checkpoint's generation_config.json.
+            do_sample=False, num_beams=1, temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
+            max_new_tokens=int(limits.max()), eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, generation_config=config,
+                                      logits_processor=LogitsProcessorList([sampler]),
+                                      stopping_criteria=StoppingCriteriaList([stopper]))
+        for slot, i in enumerate(keep):
+            new = out[slot, width:width + params[slot]["max_new_tokens"]].tolist()
+            produced = len(new)
+            for j, tok in enumerate(new):
+                if tok in self.stop_ids:
+                    new, produced = new[:j], j + 1
+                    break
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            results[i] = (text, int(lengths[slot]), produced)
+        return results
+
+    # ------------------------------------------------------------------ Triton entry points
+    def execute(self, requests):
+        answers = [None] * len(requests)  # per request: TritonError or list of row results
+        rows, owner = [], []
+        for r, request in enumerate(requests):
+            try:
+                if request.is_cancelled():
+                    answers[r] = _error("request cancelled", "CANCELLED")
+                    continue
+                parsed = self._parse(request)
+            except BadRequest as e:
+                answers[r] = _error(str(e))
+                continue
+            except Exception as e:  # noqa: BLE001 - one odd request must not fail its batch-mates
+                answers[r] = _error(f"cannot read request: {type(e).__name__}: {e}", None)
+                continue
+            rows.extend(parsed)
+            owner.extend([r] * len(parsed))
+
+        if rows:
+            results = self._run(rows, owner, requests)
+            for r in sorted(set(owner)):
+                mine = [res for res, o in zip(results, owner, strict=True) if o == r]
+                if requests[r].is_cancelled():
+                    answers[r] = _error("request cancelled", "CANCELLED")
+                else:
+                    bad = next((x for x in mine if isinstance(x, Exception)), None)
+                    answers[r] = mine if bad is None else _error(str(bad), "INVALID_ARG" if isinstance(
+                        bad, BadRequest) else None)
+        return [self._response(a) for a in answers]
+
+    def _run(self, rows, owner, requests):
+        cancelled = lambda i: requests[owner[i]].is_cancelled()  # noqa: E731
+        try:
+            if self.batch_invariant and len(rows) > 1:
+                raise _OneByOne()
+            return self._generate(rows, cancelled)
+        except Exception as e:  # noqa: BLE001
+            if not isinstance(e, _OneByOne):
+                # The batch failed as a whole; retry each row alone so only the culprit gets the error.
+                pb_utils.Logger.log_warn(f"gemma3: batched generate of {len(rows)} rows failed ({e}); "
+                                         "retrying one by one")
+            out = []
+            for i, row in enumerate(rows):
+                try:
+                    out.extend(self._generate([row], lambda _j, i=i: cancelled(i)))
+                except Exception as single:  # noqa: BLE001
+                    out.append(single)
+            return out
+
+    @staticmethod
+    def _response(answer):
+        if isinstance(answer, pb_utils.TritonError):
+            return pb_utils.InferenceResponse(output_tensors=[], error=answer)
+        text = np.array([[t.encode("utf-8")] for t, _, _ in answer], dtype=np.object_)
+        prompt = np.array([[p] for _, p, _ in answer], dtype=np.int32)
+        completion = np.array([[c] for _, _, c in answer], dtype=np.int32)
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("text", text), pb_utils.Tensor("prompt_tokens", prompt),
+            pb_utils.Tensor("completion_tokens", completion)])
+
+    def finalize(self):
+        self.model = None
+        self.processor = None
+
+
+class _RowSampler:
+    """LogitsProcessor that samples each row with its own settings and its own seeded generator.
+
+    The drawn token is returned as the only finite score of the row, so generate()'s greedy argmax
+    picks it. Rows with temperature 0 keep their (penalised) logits and are plain greedy.
+    """
+
+    def __init__(self, torch, params, pad_lengths, device):
+        self.torch = torch
+        self.params = params
+        self.starts = pad_lengths  # left padding to skip for the repetition penalty
+        self.generators = [torch.Generator(device=device).manual_seed(p["seed"]) for p in params]
+
+    def __call__(self, input_ids, scores):
+        torch = self.torch
+        scores = scores.float()
+        for i, p in enumerate(self.params):
+            row = scores[i]
+            if p["repetition_penalty"] != 1.0:
+                seen = input_ids[i, self.starts[i]:]
+                old = row.gather(0, seen)
+                row.scatter_(0, seen, torch.where(old < 0, old * p["repetition_penalty"],
+                                                  old / p["repetition_penalty"]))
+            if p["temperature"] <= 0:
+                continue
+            logits = row / p["temperature"]
+            if 0 < p["top_k"] < logits.numel():
+                kth = torch.topk(logits, p["top_k"]).values[-1]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            if p["top_p"] < 1.0:
+                ordered, order = torch.sort(logits, descending=True)
+                mass = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+                drop = (mass - torch.softmax(ordered, dim=-1)) >= p["top_p"]  # keep the token that crosses top_p
+                logits = logits.scatter(0, order[drop], float("-inf"))
+            token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=self.generators[i])
+            row.fill_(float("-inf"))
+            row[token] = 0.0
+        return scores
+
+
+class _RowStopper:
+    """StoppingCriteria: per-row max_new_tokens, and rows whose request was cancelled."""
+
+    def __init__(self, torch, width, limits, cancelled):
+        self.torch = torch
+        self.width = width
+        self.limits = limits
+        self.cancelled = cancelled
+        self.steps = 0
+        self.gone = torch.zeros_like(limits, dtype=torch.bool)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.steps += 1
+        if self.steps % CANCEL_CHECK_EVERY == 0:
+            self.gone = self.torch.tensor(self.cancelled(), dtype=self.torch.bool, device=self.limits.device)
+        return ((input_ids.shape[1] - self.width) >= self.limits) | self.gone

@@ -1,0 +1,266 @@
+"""The orchestrator over the real services: Triton + refiner, generator, retriever (embedded Qdrant),
+all started once for the module as real processes by orchestrator.up.Stack, on tiny models.
+Calls per mode are checked from the services' own grpc_server_handled_total counters."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import grpc
+import pytest
+from PIL import Image, ImageDraw
+
+from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from orchestrator.up import Stack
+from tests.support.procs import free_port, grpcurl, health_status, sample_sum, scrape
+
+pytestmark = pytest.mark.timeout(600)
+
+N_IMAGES = 16
+ROUNDS = 2
+RETRY_ATTEMPTS = 4
+ORCH_FLAGS = ["--retry-attempts", RETRY_ATTEMPTS, "--retry-initial-backoff", "0.2", "--retry-max-backoff", "1",
+              "--call-budget", "30", "--session-ttl", "3600"]
+
+
+def make_corpus(root):
+    """Small ChatIR-style corpus: coloured shapes under nested relative paths."""
+    rng = random.Random(0)
+    paths = []
+    for i in range(N_IMAGES):
+        rel = f"val2026/{i:012d}.jpg"
+        img = Image.new("RGB", (64, 48), tuple(rng.randrange(256) for _ in range(3)))
+        ImageDraw.Draw(img).ellipse([rng.randrange(30), rng.randrange(20), 40 + rng.randrange(20), 30 + rng.randrange(15)],
+                                    fill=tuple(rng.randrange(256) for _ in range(3)))
+        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        img.save(root / "images" / rel, quality=90)
+        paths.append(rel)
+    (root / "corpus.json").write_text(json.dumps(paths))
+    return root / "corpus.json", root / "images"
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("orch")
+    corpus, images = make_corpus(root)
+    s = Stack(tiny_models, root / "stack", corpus=corpus, image_root=images, collection="itest", ports="free",
+              orchestrator_args=ORCH_FLAGS, startup_timeout=240)
+    s.start()
+    yield s
+    codes = s.stop()
+    assert all(c == 0 for c in codes.values()), (codes, {n: sv.log_tail() for n, sv in s.services.items()})
+
+
+def orch(stack):
+    return orchestrator_pb2_grpc.OrchestratorStub(grpc.insecure_channel(stack.target("orchestrator")))
+
+
+def call(stack, method, data, extra=None, target=None):
+    out = grpcurl(target or stack.target("orchestrator"), f"genir.v1.Orchestrator/{method}", data=data, extra=extra)
+    body = json.loads(out.stdout or out.stderr or "{}") if (out.stdout or out.stderr).strip().startswith("{") else {}
+    return out.returncode, body, out
+
+
+def counters(stack) -> dict[str, float]:
+    """Successful calls per backend method, read from each service's /metrics."""
+    out = {}
+    for svc, methods in (("generator", ["Generate"]), ("retriever", ["Search"]),
+                         ("refiner", ["Caption", "Compare", "Refine", "Critique"])):
+        text = scrape(stack.metrics_port(svc))
+        for m in methods:
+            out[m] = sample_sum(text, "grpc_server_handled_total", grpc_method=m, grpc_code="OK")
+    return out
+
+
+def run_dialog(stack, mode, rounds=ROUNDS, target_id="5", **kw):
+    req = orchestrator_pb2.RunDialogRequest(target_id=target_id, mode=mode, rounds=rounds, **kw)
+    return list(orch(stack).RunDialog(req, timeout=120))
+
+
+# ---------------------------------------------------------------------------- sessions
+def test_session_over_grpcurl_survives_restart(stack):
+    ref = {"image_delivery": "IMAGE_DELIVERY_REFERENCE", "top_k": 5}
+    rc, sess, out = call(stack, "CreateSession", {"query": "a red kite over a green field", "options": ref})
+    assert rc == 0, out.stderr
+    sid = sess["session_id"]
+    assert sess["mode"] == "genir" and len(sess["rounds"]) == 1
+    r0 = sess["rounds"][0]
+    assert r0["generated"]["ref"] and len(r0["hits"]) == 5 and "target_rank" not in r0
+
+    rc, r1, out = call(stack, "NextRound", {"session_id": sid, "feedback": "the kite should be blue"})
+    assert rc == 0, out.stderr
+    assert r1["index"] == 1 and r1["feedback"] == "the kite should be blue"
+    assert r1["query"].strip() and r1["prompt_id"]          # the refiner merged the feedback into a query
+    assert r1["generated"]["ref"] and len(r1["hits"]) == 5
+    assert {t["stage"] for t in r1["timings"]} >= {"refine", "generate", "retrieve"}
+
+    rc, img, out = call(stack, "GetImage", {"ref": r1["generated"]["ref"]})
+    assert rc == 0 and img["mime_type"] == "image/png" and img["data"]
+
+    rc, got, _ = call(stack, "GetSession", {"session_id": sid})
+    assert rc == 0 and [r.get("index", 0) for r in got["rounds"]] == [0, 1]
+    assert got["rounds"][1]["query"] == r1["query"]
+
+    # inline delivery on request
+    rc, inline, _ = call(stack, "GetSession", {"session_id": sid, "image_delivery": "IMAGE_DELIVERY_INLINE"})
+    assert rc == 0 and all(r["generated"]["data"] for r in inline["rounds"])
+
+    assert stack.stop(["orchestrator"]) == {"orchestrator": 0}
+    stack.start(["orchestrator"])
+    rc, again, out = call(stack, "GetSession", {"session_id": sid})
+    assert rc == 0, out.stdout + out.stderr
+    assert [r["query"] for r in again["rounds"]] == [r["query"] for r in got["rounds"]]
+    rc, r2, out = call(stack, "NextRound", {"session_id": sid, "query": "a blue kite over a beach"})
+    assert rc == 0 and r2["index"] == 2 and r2["query"] == "a blue kite over a beach", out.stderr
+
+    rc, deleted, _ = call(stack, "DeleteSession", {"session_id": sid})
+    assert rc == 0 and deleted["deleted"] is True
+    rc, err, _ = call(stack, "GetSession", {"session_id": sid})
+    assert rc == 64 + 5 and "session_id" in err["message"]
+    rc, err, _ = call(stack, "NextRound", {"session_id": sid, "query": "x"})
+    assert rc == 64 + 5
+
+
+# ---------------------------------------------------------------------------- modes
+# calls per dialog of ROUNDS+1 rounds (the simulated user's caption, compare/critique, refine)
+N = ROUNDS
+EXPECTED = {
+    "genir": dict(Generate=N + 1, Search=N + 1, Caption=1, Compare=N, Refine=N, Critique=0),
+    "verbal": dict(Generate=0, Search=N + 1, Caption=1, Compare=0, Refine=N, Critique=N),
+    "prediction": dict(Generate=0, Search=N + 1, Caption=1, Compare=N, Refine=N, Critique=0),
+    "chatir": dict(Generate=0, Search=N + 1, Caption=0, Compare=0, Refine=0, Critique=0),
+    "hybrid": dict(Generate=N + 1, Search=N + 1, Caption=1, Compare=N, Refine=N, Critique=0),
+}
+
+
+@pytest.mark.parametrize("mode", list(EXPECTED))
+def test_run_dialog_calls_per_mode(stack, mode):
+    before = counters(stack)
+    kw = {"dialog": ["a dog on a beach", "is it sunny? yes", "any people? no"]} if mode == "chatir" else {}
+    rounds = run_dialog(stack, mode, **kw)
+    after = counters(stack)
+    assert [r.index for r in rounds] == list(range(N + 1))
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta == EXPECTED[mode], delta
+    for r in rounds:
+        assert r.query.strip() and len(r.hits) == 10 and r.HasField("target_rank")
+        assert 0 <= r.target_rank < N_IMAGES
+        assert r.seed > 0
+    if mode in ("genir", "hybrid"):
+        assert all(r.generated.mime_type == "image/png" and r.generated.data for r in rounds)
+    elif mode == "prediction":  # the top-1 retrieved corpus image is what was shown
+        for r in rounds:
+            path = stack.image_root / r.hits[0].payload["path"]
+            assert r.generated.data == path.read_bytes()
+    else:
+        assert not any(r.generated.data for r in rounds)
+    if mode == "chatir":
+        assert rounds[2].query == "a dog on a beach, is it sunny? yes, any people? no"
+    else:
+        assert rounds[0].prompt_id and all(r.feedback for r in rounds[1:])
+
+
+def test_dialog_replays_identically(stack):
+    a = run_dialog(stack, "genir", target_id="3")
+    b = run_dialog(stack, "genir", target_id="3")
+    assert [(r.query, r.seed, r.target_rank, r.generated.data) for r in a] == \
+           [(r.query, r.seed, r.target_rank, r.generated.data) for r in b]
+    other = run_dialog(stack, "genir", target_id="4", rounds=0)
+    assert other[0].seed != a[0].seed
+
+
+def test_dialog_by_reference(stack):
+    opts = orchestrator_pb2.SessionOptions(image_delivery=common_pb2.IMAGE_DELIVERY_REFERENCE, top_k=3)
+    rounds = run_dialog(stack, "genir", rounds=1, options=opts)
+    assert all(r.generated.ref and not r.generated.data and len(r.hits) == 3 for r in rounds)
+    img = orch(stack).GetImage(orchestrator_pb2.GetImageRequest(ref=rounds[1].generated.ref), timeout=10)
+    assert img.data[:8] == b"\x89PNG\r\n\x1a\n"
+    text = scrape(stack.metrics_port("orchestrator"))
+    for stage in ("caption", "generate", "retrieve", "compare", "refine"):
+        assert sample_sum(text, "genir_stage_seconds_count", stage=stage) >= 1, stage
+    assert sample_sum(text, "grpc_client_handled_total", grpc_service="genir.v1.Retriever", grpc_code="OK") >= 2
+
+
+# ---------------------------------------------------------------------------- faults
+def client_unavailable(stack) -> float:
+    return sample_sum(scrape(stack.metrics_port("orchestrator")), "grpc_client_handled_total",
+                      grpc_method="Generate", grpc_code="UNAVAILABLE")
+
+
+def test_backend_killed_mid_dialog_then_restarted(stack):
+    before = client_unavailable(stack)
+    stream = orch(stack).RunDialog(orchestrator_pb2.RunDialogRequest(target_id="2", mode="genir", rounds=20),
+                                   timeout=60)
+    seen = [next(stream)]
+    stack.kill("generator")
+    with pytest.raises(grpc.RpcError) as e:
+        for r in stream:
+            seen.append(r)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value.details()
+    assert "generator" in e.value.details() and f"after {RETRY_ATTEMPTS} attempts" in e.value.details()
+    assert len(seen) < 21
+    # every attempt reached the (dead) generator and was counted by the orchestrator's client metrics
+    assert client_unavailable(stack) - before >= RETRY_ATTEMPTS
+
+    stack.start(["generator"])
+    rounds = run_dialog(stack, "genir", rounds=1, target_id="2")
+    assert [r.index for r in rounds] == [0, 1] and rounds[1].generated.data
+
+
+# ---------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("method,data,code,words", [
+    ("CreateSession", {"query": "   "}, 3, ["query", "empty"]),
+    ("CreateSession", {"query": "a cat", "mode": "telepathy"}, 3, ["mode", "genir", "verbal", "prediction", "hybrid"]),
+    ("CreateSession", {"query": "a cat", "mode": "chatir"}, 3, ["mode", "RunDialog"]),
+    ("CreateSession", {"query": "a cat", "options": {"top_k": 1000}}, 3, ["options.top_k", "[1, 100]"]),
+    ("RunDialog", {"target_id": "1", "rounds": 21}, 3, ["rounds", "[0, 20]"]),
+    ("RunDialog", {"target_id": "1", "rounds": -1}, 3, ["rounds", "[0, 20]"]),
+    ("RunDialog", {"target_id": "1", "mode": "nope"}, 3, ["mode", "chatir"]),
+    ("RunDialog", {"target_id": "999"}, 5, ["target_id", "999", "0..15"]),
+    ("RunDialog", {"target_id": "cat.jpg"}, 3, ["target_id"]),
+    ("RunDialog", {"target_id": "1", "mode": "chatir", "rounds": 3, "dialog": ["a", "b"]}, 3, ["dialog", "4"]),
+    ("NextRound", {"session_id": "0" * 32, "query": "x"}, 5, ["session_id"]),
+    ("NextRound", {"session_id": "0" * 32}, 3, ["query", "feedback"]),
+    ("GetImage", {"ref": "../../etc/passwd"}, 3, ["ref"]),
+])
+def test_bad_input(stack, method, data, code, words):
+    rc, err, out = call(stack, method, data)
+    assert rc == 64 + code, (rc, out.stdout, out.stderr)
+    assert err["code"] == code and all(w in err["message"] for w in words), err
+    assert health_status(stack.target("orchestrator")) == 1   # still serving
+
+
+def test_auth_token_and_session_ttl(stack, tmp_path):
+    ports = dict(stack.ports, orchestrator=(free_port(), free_port()))
+    authed = Stack(stack.models, tmp_path / "auth", corpus=stack.corpus, image_root=stack.image_root,
+                   collection="itest", ports=ports, services=("orchestrator",), auth_token="s3cret",
+                   orchestrator_args=["--session-ttl", "6"])
+    with authed:
+        target = authed.target("orchestrator")
+        rc, err, _ = call(stack, "CreateSession", {"query": "a cat"}, target=target)
+        assert rc == 64 + 16 and "authorization" in err["message"]
+        rc, err, _ = call(stack, "GetSession", {"session_id": "0" * 32}, target=target,
+                          extra=["-H", "authorization: Bearer wrong"])
+        assert rc == 64 + 16
+        rc, sess, out = call(stack, "CreateSession", {"query": "a cat"}, target=target,
+                             extra=["-H", "authorization: Bearer s3cret"])
+        assert rc == 0 and sess["rounds"][0]["hits"], out.stderr
+        stream = orchestrator_pb2_grpc.OrchestratorStub(grpc.insecure_channel(target)).RunDialog(
+            orchestrator_pb2.RunDialogRequest(target_id="1", mode="chatir", dialog=["a"]), timeout=30)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stream)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # health and reflection stay open
+        assert health_status(target) == 1
+        listed = grpcurl(target, "list")
+        assert listed.returncode == 0 and "genir.v1.Orchestrator" in listed.stdout
+        # this orchestrator's sessions live 6 s after their last round
+        token = ["-H", "authorization: Bearer s3cret"]
+        rc, sess, _ = call(stack, "CreateSession", {"query": "a dog"}, target=target, extra=token)
+        rc, _, _ = call(stack, "GetSession", {"session_id": sess["session_id"]}, target=target, extra=token)
+        assert rc == 0
+        time.sleep(6.5)
+        rc, err, _ = call(stack, "GetSession", {"session_id": sess["session_id"]}, target=target, extra=token)
+        assert rc == 64 + 5 and "expired" in err["message"]
