@@ -19,7 +19,6 @@ import hashlib
 import io
 import logging
 import mimetypes
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -113,21 +112,6 @@ def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: s
         validation.int_range(opts.seed, "options.seed", 0, SEED_MASK)
     validation.choice(opts.image_delivery, "options.image_delivery", set(common_pb2.ImageDelivery.values()))
     return out
-
-
-_TOO_LONG = re.compile(r"prompt: (\d+) tokens, over the limit of (\d+) tokens")
-
-
-def _fit_prompt(prompt: str, message: str) -> str | None:
-    """The prompt cut at a word boundary to about limit/tokens of its length, or None if the
-    error is not about prompt length."""
-    m = _TOO_LONG.search(message)
-    if not m:
-        return None
-    tokens, limit = int(m.group(1)), int(m.group(2))
-    keep = int(len(prompt) * limit / max(tokens, 1) * 0.9)
-    cut = prompt[:keep].rsplit(" ", 1)[0] if " " in prompt[:keep] else prompt[:keep]
-    return cut.strip() or None
 
 
 class Engine:
@@ -286,23 +270,11 @@ class Engine:
                                             output_format=generator_pb2.OUTPUT_FORMAT_PNG)
         if o.HasField("guidance_scale"):
             req.guidance_scale = o.guidance_scale
+        # A query longer than the text encoders read is rendered from its head, as the reference
+        # pipelines do; the round keeps the full query.
+        req.truncate_prompt = True
         with st.stage("generate"):
-            for _ in range(4):
-                try:
-                    resp = await self.backends.generator.call("Generate", req, deadline=st.deadline)
-                    break
-                except InvalidArgument as e:
-                    # The generator refuses prompts longer than its text encoder reads; the reference
-                    # pipelines truncate such prompts, so render the head of the query instead.
-                    shorter = _fit_prompt(req.prompt, e.message)
-                    if shorter is None:
-                        raise
-                    log.info("round %d: prompt cut from %d to %d characters for the generator's token limit",
-                             st.index, len(req.prompt), len(shorter))
-                    req.prompt = shorter
-            else:
-                raise InvalidArgument(f"query: still over the generator's prompt token limit after cutting it "
-                                      f"to {len(req.prompt)} characters")
+            resp = await self.backends.generator.call("Generate", req, deadline=st.deadline)
         if not resp.images:
             raise FailedPrecondition("generator: Generate returned no image")
         return resp.images[0]

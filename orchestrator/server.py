@@ -12,6 +12,7 @@ import hmac
 import logging
 import os
 import time
+import weakref
 
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator.backends import BackendConfig, Backends, RetryPolicy
@@ -71,7 +72,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self.engine = engine
         self.store = store
         self.token = auth_token or None
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per session with a round in progress; weak values drop it once no call holds it,
+        # so sessions that expire instead of being deleted leave nothing behind.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _auth(self, context) -> None:
         if not self.token:
@@ -84,7 +87,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                                   if got else "authorization: metadata 'authorization: Bearer <token>' is required")
 
     def _lock(self, session_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(session_id, asyncio.Lock())
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = asyncio.Lock()
+        return lock
 
     def _session(self, rec, rounds) -> orchestrator_pb2.Session:
         return orchestrator_pb2.Session(session_id=rec.id, mode=rec.mode, options=rec.options, rounds=rounds,
@@ -142,6 +148,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     async def GetSession(self, request, context):
         self._auth(context)
+        validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
         rec = self.store.get(request.session_id)
         inline = self._inline(request.image_delivery, rec.options.image_delivery)
         return self._session(rec, self.store.rounds(rec.id, inline=inline))

@@ -8,6 +8,7 @@ Python API (the demo, tests and benchmarks use it):
         stack.target("orchestrator")      # "127.0.0.1:PORT"
         stack.metrics_port("generator")
         stack.kill("generator"); stack.start(["generator"])   # fault injection / restart
+        stack.restart("triton")           # kill -9 (whole process tree) and start on the same ports
 
 Start order: Triton, generator and retriever together (with `genir index` first when a corpus is
 given: the embedded Qdrant store is single-process, so indexing runs before the retriever opens
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import config
@@ -66,9 +68,9 @@ def child_env(extra: dict | None = None) -> dict:
     return env
 
 
-def grpc_serving(address: str, timeout: float = 1.0) -> bool:
+def grpc_serving(address: str, timeout: float = 1.0, creds: grpc.ChannelCredentials | None = None) -> bool:
     try:
-        with grpc.insecure_channel(address) as ch:
+        with (grpc.secure_channel(address, creds) if creds else grpc.insecure_channel(address)) as ch:
             resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
             return resp.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:
@@ -91,13 +93,14 @@ class Service:
     metrics_port: int
     log_path: Path
     ready_url: str | None = None            # HTTP readiness (Triton); else gRPC health on port
+    creds: grpc.ChannelCredentials | None = field(default=None, repr=False)  # health probe over TLS
     popen: subprocess.Popen | None = field(default=None, repr=False)
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
     def ready(self) -> bool:
-        return http_ok(self.ready_url) if self.ready_url else grpc_serving(f"127.0.0.1:{self.port}")
+        return http_ok(self.ready_url) if self.ready_url else grpc_serving(f"127.0.0.1:{self.port}", creds=self.creds)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -113,7 +116,8 @@ class Stack:
                  image_root: str | Path | None = None, collection: str = "demo", ports: str | dict = "default",
                  services: tuple[str, ...] = ORDER, auth_token: str | None = None,
                  orchestrator_args: list[str] | None = None, extra_args: dict[str, list[str]] | None = None,
-                 startup_timeout: float = 300.0, env: dict | None = None, retriever_model: str = "blip"):
+                 startup_timeout: float = 300.0, env: dict | None = None, retriever_model: str = "blip",
+                 health_tls: dict[str, tuple[str | None, str | None, str | None]] | None = None):
         self.models = Path(models).resolve()
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +131,9 @@ class Stack:
         self.startup_timeout = startup_timeout
         self.env = child_env(env)
         self.retriever_model = retriever_model
+        # name -> (ca, cert, key) PEM paths for services started with TLS flags (via extra_args), so the
+        # readiness probe can reach them; the flags themselves are the caller's.
+        self.health_tls = dict(health_tls or {})
         self.store_path = self.workdir / "qdrant"
         self.db_path = self.workdir / "sessions.sqlite"
         if ports == "free":
@@ -181,7 +188,12 @@ class Stack:
         else:
             raise ValueError(f"unknown service {name!r}; expected one of {ORDER}")
         cmd += list(map(str, self.extra_args.get(name, [])))
-        return Service(name, [str(c) for c in cmd], port, mport, self.workdir / "logs" / f"{name}.log", ready_url)
+        creds = None
+        if name in self.health_tls:
+            from services.common import tls
+            creds = tls.channel_credentials(*self.health_tls[name])
+        return Service(name, [str(c) for c in cmd], port, mport, self.workdir / "logs" / f"{name}.log", ready_url,
+                       creds=creds)
 
     # ------------------------------------------------------------------ start / stop
     def _spawn(self, name: str) -> Service:
@@ -248,11 +260,36 @@ class Stack:
             raise StartError(f"genir index failed with code {rc}:\n{log_path.read_text(errors='replace')[-3000:]}")
 
     def kill(self, name: str) -> None:
-        """SIGKILL one service (fault injection)."""
+        """SIGKILL one service (fault injection): its process group and every descendant, including
+        those in a session of their own (tritonserver)."""
         svc = self.services.get(name)
         if svc and svc.alive():
+            tree = self.descendants(name)
             os.killpg(svc.popen.pid, signal.SIGKILL)
+            for p in tree:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
             svc.popen.wait(10)
+            psutil.wait_procs(tree, timeout=10)
+
+    def restart(self, name: str) -> Service:
+        """Kill -9 `name` if it still runs, then start it again on the same ports with the same flags."""
+        self.kill(name)
+        svc = self.services.get(name)
+        if svc is not None and svc.popen is not None and svc.popen.poll() is None:
+            svc.popen.wait(30)
+        self.start([name])
+        return self.services[name]
+
+    def descendants(self, name: str) -> list:
+        """psutil.Process of every live descendant of `name`'s process."""
+        svc = self.services.get(name)
+        try:
+            return psutil.Process(svc.popen.pid).children(recursive=True) if svc and svc.alive() else []
+        except psutil.Error:
+            return []
 
     def stop(self, names=None, grace: float = 30.0) -> dict[str, int | None]:
         """SIGTERM in reverse start order, SIGKILL after `grace`; returns exit codes."""

@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from genir.v1 import common_pb2 as genir_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18genir/v1/generator.proto\x12\x08genir.v1\x1a\x15genir/v1/common.proto\"\x9b\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x13num_inference_steps\x18\x04 \x01(\x05\x12\x1b\n\x0eguidance_scale\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x12\n\nnum_images\x18\x08 \x01(\x05\x12-\n\routput_format\x18\t \x01(\x0e\x32\x16.genir.v1.OutputFormat\x12\x14\n\x0cjpeg_quality\x18\n \x01(\x05\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scale\"\xa7\x01\n\x10GenerateResponse\x12\x1f\n\x06images\x18\x01 \x03(\x0b\x32\x0f.genir.v1.Image\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x07timings\x18\x03 \x03(\x0b\x32\x10.genir.v1.Timing\x12\r\n\x05seeds\x18\x04 \x03(\x03\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x12\n\nbatch_size\x18\x07 \x01(\x05\"\r\n\x0bInfoRequest\"\xf6\x02\n\rGeneratorInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0epipeline_class\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x15\n\rdefault_width\x18\x05 \x01(\x05\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x06 \x01(\x05\x12\x15\n\rsize_multiple\x18\x07 \x01(\x05\x12\x11\n\tmax_width\x18\x08 \x01(\x05\x12\x12\n\nmax_height\x18\t \x01(\x05\x12\x15\n\rdefault_steps\x18\n \x01(\x05\x12\x11\n\tmax_steps\x18\x0b \x01(\x05\x12\x18\n\x10\x64\x65\x66\x61ult_guidance\x18\x0c \x01(\x02\x12\x14\n\x0cmax_guidance\x18\r \x01(\x02\x12\x12\n\nmax_images\x18\x0e \x01(\x05\x12\x19\n\x11max_prompt_tokens\x18\x0f \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x10 \x01(\x05\x12\x11\n\tmax_queue\x18\x11 \x01(\x05*\\\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x01\x12\x16\n\x12OUTPUT_FORMAT_JPEG\x10\x02\x32\x86\x01\n\tGenerator\x12\x41\n\x08Generate\x12\x19.genir.v1.GenerateRequest\x1a\x1a.genir.v1.GenerateResponse\x12\x36\n\x04Info\x12\x15.genir.v1.InfoRequest\x1a\x17.genir.v1.GeneratorInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18genir/v1/generator.proto\x12\x08genir.v1\x1a\x15genir/v1/common.proto\"\xb4\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x13num_inference_steps\x18\x04 \x01(\x05\x12\x1b\n\x0eguidance_scale\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x12\n\nnum_images\x18\x08 \x01(\x05\x12-\n\routput_format\x18\t \x01(\x0e\x32\x16.genir.v1.OutputFormat\x12\x14\n\x0cjpeg_quality\x18\n \x01(\x05\x12\x17\n\x0ftruncate_prompt\x18\x0b \x01(\x08\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scale\"\xda\x01\n\x10GenerateResponse\x12\x1f\n\x06images\x18\x01 \x03(\x0b\x32\x0f.genir.v1.Image\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x07timings\x18\x03 \x03(\x0b\x32\x10.genir.v1.Timing\x12\r\n\x05seeds\x18\x04 \x03(\x03\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x12\n\nbatch_size\x18\x07 \x01(\x05\x12\x18\n\x10prompt_truncated\x18\x08 \x01(\x08\x12\x17\n\x0frendered_prompt\x18\t \x01(\t\"\r\n\x0bInfoRequest\"\xf6\x02\n\rGeneratorInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0epipeline_class\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x15\n\rdefault_width\x18\x05 \x01(\x05\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x06 \x01(\x05\x12\x15\n\rsize_multiple\x18\x07 \x01(\x05\x12\x11\n\tmax_width\x18\x08 \x01(\x05\x12\x12\n\nmax_height\x18\t \x01(\x05\x12\x15\n\rdefault_steps\x18\n \x01(\x05\x12\x11\n\tmax_steps\x18\x0b \x01(\x05\x12\x18\n\x10\x64\x65\x66\x61ult_guidance\x18\x0c \x01(\x02\x12\x14\n\x0cmax_guidance\x18\r \x01(\x02\x12\x12\n\nmax_images\x18\x0e \x01(\x05\x12\x19\n\x11max_prompt_tokens\x18\x0f \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x10 \x01(\x05\x12\x11\n\tmax_queue\x18\x11 \x01(\x05*\\\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x01\x12\x16\n\x12OUTPUT_FORMAT_JPEG\x10\x02\x32\x86\x01\n\tGenerator\x12\x41\n\x08Generate\x12\x19.genir.v1.GenerateRequest\x1a\x1a.genir.v1.GenerateResponse\x12\x36\n\x04Info\x12\x15.genir.v1.InfoRequest\x1a\x17.genir.v1.GeneratorInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'genir.v1.generator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTPUTFORMAT']._serialized_start=909
-  _globals['_OUTPUTFORMAT']._serialized_end=1001
+  _globals['_OUTPUTFORMAT']._serialized_start=985
+  _globals['_OUTPUTFORMAT']._serialized_end=1077
   _globals['_GENERATEREQUEST']._serialized_start=62
-  _globals['_GENERATEREQUEST']._serialized_end=345
-  _globals['_GENERATERESPONSE']._serialized_start=348
-  _globals['_GENERATERESPONSE']._serialized_end=515
-  _globals['_INFOREQUEST']._serialized_start=517
-  _globals['_INFOREQUEST']._serialized_end=530
-  _globals['_GENERATORINFO']._serialized_start=533
-  _globals['_GENERATORINFO']._serialized_end=907
-  _globals['_GENERATOR']._serialized_start=1004
-  _globals['_GENERATOR']._serialized_end=1138
+  _globals['_GENERATEREQUEST']._serialized_end=370
+  _globals['_GENERATERESPONSE']._serialized_start=373
+  _globals['_GENERATERESPONSE']._serialized_end=591
+  _globals['_INFOREQUEST']._serialized_start=593
+  _globals['_INFOREQUEST']._serialized_end=606
+  _globals['_GENERATORINFO']._serialized_start=609
+  _globals['_GENERATORINFO']._serialized_end=983
+  _globals['_GENERATOR']._serialized_start=1080
+  _globals['_GENERATOR']._serialized_end=1214
 # @@protoc_insertion_point(module_scope)

@@ -14,7 +14,9 @@ def open_channel(target: str, *, ca: str | None = None, cert: str | None = None,
                  options: list[tuple[str, object]] | None = None) -> grpc.aio.Channel:
     """`options`: extra channel arguments (e.g. reconnect backoff), appended last so they win."""
     base = [o for o in grpc_options(max_message_mb) if o[0] != "grpc.so_reuseport"]
-    base += [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)]
+    # round_robin spreads calls over every address a name resolves to (a headless Service's pods);
+    # with one address it behaves like the default pick_first.
+    base += [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0), ("grpc.lb_policy_name", "round_robin")]
     options = base + list(options or [])
     interceptors = client_interceptors() if metrics else None
     creds = tls.channel_credentials(ca, cert, key)

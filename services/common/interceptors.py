@@ -16,7 +16,7 @@ import uuid
 
 import grpc
 
-from services.common.errors import ServiceError
+from services.common.errors import InvalidArgument, ServiceError
 from services.common.metrics import SERVER_HANDLED, SERVER_HANDLING, SERVER_STARTED, rpc_type, split_method
 
 log = logging.getLogger("genir.rpc")
@@ -40,21 +40,22 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         kind = rpc_type(handler.request_streaming, handler.response_streaming)
         labels = (kind, service, method)
         infra = service in INFRA_SERVICES
+        deserialize = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, labels, infra),
-                handler.request_deserializer, handler.response_serializer)
+                deserialize, handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, labels, infra),
-                handler.request_deserializer, handler.response_serializer)
+                self._wrap_unary(handler.stream_unary, labels, infra, streaming=True),
+                deserialize, handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, labels, infra),
-                handler.request_deserializer, handler.response_serializer)
+                deserialize, handler.response_serializer)
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, labels, infra),
-            handler.request_deserializer, handler.response_serializer)
+            self._wrap_stream(handler.stream_stream, labels, infra, streaming=True),
+            deserialize, handler.response_serializer)
 
     # ------------------------------------------------------------------ admission
     def _admit(self, infra: bool) -> tuple[grpc.StatusCode, str] | None:
@@ -68,7 +69,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return None
 
     # ------------------------------------------------------------------ wrapping
-    def _wrap_unary(self, behavior, labels, infra):
+    def _wrap_unary(self, behavior, labels, infra, streaming=False):
         async def wrapper(request, context):
             SERVER_STARTED.labels(*labels).inc()
             start = time.perf_counter()
@@ -79,7 +80,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 self._record(labels, start, code)
                 await context.abort(*refused)
             self.inflight += not infra
+            request = _checked_stream(request) if streaming else request
             try:
+                _check_decoded(request)
                 result = await behavior(request, context)
                 code = context.code() or grpc.StatusCode.OK
                 return result
@@ -94,7 +97,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, behavior, labels, infra):
+    def _wrap_stream(self, behavior, labels, infra, streaming=False):
         async def wrapper(request, context):
             SERVER_STARTED.labels(*labels).inc()
             start = time.perf_counter()
@@ -105,7 +108,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 self._record(labels, start, code)
                 await context.abort(*refused)
             self.inflight += not infra
+            request = _checked_stream(request) if streaming else request
             try:
+                _check_decoded(request)
                 if inspect.isasyncgenfunction(behavior):
                     async for item in behavior(request, context):
                         yield item
@@ -144,3 +149,36 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _record(labels, start: float, code: grpc.StatusCode) -> None:
         SERVER_HANDLED.labels(*labels, code.name).inc()
         SERVER_HANDLING.labels(*labels, code.name).observe(time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------- undecodable requests
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the call ends INVALID_ARGUMENT
+    instead of grpc's generic UNKNOWN from a raising deserializer."""
+
+    def __init__(self, error: Exception):
+        self.message = f"request: not a valid protobuf message ({type(error).__name__}: {error})"
+
+
+def _tolerant(deserializer):
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the client's bad input
+            return _Undecodable(e)
+
+    return parse
+
+
+def _check_decoded(request) -> None:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(request.message)
+
+
+async def _checked_stream(requests):
+    async for request in requests:
+        _check_decoded(request)
+        yield request

@@ -94,6 +94,7 @@ class Parsed:
     items: list[Item]
     fmt: str
     quality: int
+    truncated: bool = False
 
 
 def _size(value: int, field: str, default: int, multiple: int, top: int) -> int:
@@ -105,20 +106,45 @@ def _size(value: int, field: str, default: int, multiple: int, top: int) -> int:
     return value
 
 
-def _prompt(value: str, field: str, caps: Caps, count_tokens, required: bool) -> str:
+def _prompt(value: str, field: str, caps: Caps, count_tokens, required: bool, truncate: bool) -> tuple[str, bool]:
+    """(text, whether it was cut): over-long text is refused, or cut when the caller asked for it."""
     text = validation.text(value, field, max_chars=MAX_PROMPT_CHARS, required=required)
-    if text:
-        n = count_tokens(text)
-        if n > caps.max_prompt_tokens:
-            raise InvalidArgument(f"{field}: {n} tokens, over the limit of {caps.max_prompt_tokens} tokens "
-                                  f"({caps.prompt_limit_source} of this model); shorten it")
-    return text
+    if not text:
+        return text, False
+    n = count_tokens(text)
+    if n <= caps.max_prompt_tokens:
+        return text, False
+    if truncate:
+        return fit_tokens(text, caps.max_prompt_tokens, count_tokens), True
+    raise InvalidArgument(f"{field}: {n} tokens, over the limit of {caps.max_prompt_tokens} tokens "
+                          f"({caps.prompt_limit_source} of this model); shorten it or set truncate_prompt")
+
+
+def fit_tokens(text: str, limit: int, count_tokens) -> str:
+    """The longest word-boundary prefix of `text` within `limit` tokens (binary search on words)."""
+    words = text.split()
+    lo, hi = 0, len(words)  # words[:lo] fits; words[:hi+1] does not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_tokens(" ".join(words[:mid])) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:  # a single "word" longer than the limit: cut it by characters
+        first = words[0] if words else text
+        lo_c, hi_c = 0, len(first)
+        while lo_c < hi_c:
+            mid = (lo_c + hi_c + 1) // 2
+            lo_c, hi_c = (mid, hi_c) if count_tokens(first[:mid]) <= limit else (lo_c, mid - 1)
+        return first[:lo_c]
+    return " ".join(words[:lo])
 
 
 def parse_request(req, caps: Caps, count_tokens) -> Parsed:
     """Validate a GenerateRequest; InvalidArgument names the field and the allowed range."""
-    prompt = _prompt(req.prompt, "prompt", caps, count_tokens, required=True)
-    negative = _prompt(req.negative_prompt, "negative_prompt", caps, count_tokens, required=False)
+    prompt, cut = _prompt(req.prompt, "prompt", caps, count_tokens, required=True, truncate=req.truncate_prompt)
+    negative, cut_negative = _prompt(req.negative_prompt, "negative_prompt", caps, count_tokens, required=False,
+                                     truncate=req.truncate_prompt)
     if req.HasField("seed"):
         seed = validation.int_range(req.seed, "seed", 0, MAX_SEED)
     else:
@@ -137,7 +163,7 @@ def parse_request(req, caps: Caps, count_tokens) -> Parsed:
     # Image i uses seed + i, wrapping inside the int64 range so every seed stays valid.
     items = [Item(prompt=prompt, seed=(seed + i) % (MAX_SEED + 1), width=width, height=height, steps=steps,
                   guidance=guidance, negative_prompt=negative) for i in range(count)]
-    return Parsed(items=items, fmt=FORMATS[req.output_format], quality=quality)
+    return Parsed(items=items, fmt=FORMATS[req.output_format], quality=quality, truncated=cut or cut_negative)
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
@@ -171,7 +197,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
         return generator_pb2.GenerateResponse(
             images=[images.to_proto(data, parsed.fmt, first.width, first.height) for data in encoded],
             model=self.backend.model_id, seeds=[it.seed for it in parsed.items], width=first.width,
-            height=first.height, batch_size=info.batch_size,
+            height=first.height, batch_size=info.batch_size, prompt_truncated=parsed.truncated,
+            rendered_prompt=first.prompt if parsed.truncated else "",
             timings=[common_pb2.Timing(stage="queue", seconds=info.queue_seconds),
                      common_pb2.Timing(stage="inference", seconds=info.inference_seconds),
                      common_pb2.Timing(stage="encode", seconds=encode_s)])

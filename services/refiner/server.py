@@ -118,6 +118,9 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
 
     # ------------------------------------------------------------------ RPCs
     async def Caption(self, request, context):
+        if request.style not in refiner_pb2.CaptionStyle.values():
+            raise InvalidArgument(f"style: unknown value {request.style}; allowed: CAPTION_STYLE_GENERATION (1), "
+                                  f"CAPTION_STYLE_RETRIEVAL (2), or unset for GENERATION")
         target = await self._image(request.target, "target")
         style = "retrieval" if request.style == refiner_pb2.CAPTION_STYLE_RETRIEVAL else "generation"
         return await self._run(prompts.caption(target, style), request.sampling, context)

@@ -82,7 +82,11 @@ def prepare_backends(workdir: Path) -> Path:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(ts / "backends" / "python" / name)
-    shutil.copy2(stub, target / "triton_python_backend_stub")
+    # copy beside, then rename over: a stub of a killed run may still be executing the old file
+    # (overwriting it in place fails with "Text file busy")
+    tmp = target / f".triton_python_backend_stub.{os.getpid()}"
+    shutil.copy2(stub, tmp)
+    os.replace(tmp, target / "triton_python_backend_stub")
     return workdir / "backends"
 
 
@@ -112,6 +116,14 @@ def write_repository(source: Path, workdir: Path, model_name: str, parameters: d
         text = set_parameter(text, key, value)
     (target / model_name / "config.pbtxt").write_text(text)
     return target
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL me when my parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _shm_files(prefix: str) -> list[str]:
@@ -193,9 +205,11 @@ class TritonProcess:
             self._log_file = open(self.log_path, "ab")
         out = self._log_file if self._log_file else None
         log.info("starting %s", " ".join(cmd))
-        # own process group: stop() can reach the Python-backend stubs too
+        # own process group: stop() can reach the Python-backend stubs too; and the kernel kills
+        # tritonserver if this launcher dies (kill -9), so no orphan keeps the ports and the stub
         self.popen = subprocess.Popen(cmd, env=env, cwd=self.workdir, stdout=out,
-                                      stderr=subprocess.STDOUT if out else None, start_new_session=True)
+                                      stderr=subprocess.STDOUT if out else None, start_new_session=True,
+                                      preexec_fn=_die_with_parent)
         return self
 
     def alive(self) -> bool:

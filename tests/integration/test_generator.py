@@ -99,6 +99,19 @@ def test_grpcurl_generate_returns_a_png_of_the_requested_size(gen):
         assert pic.format == "JPEG" and pic.size == (48, 32) and im["mime_type"] == "image/jpeg"
 
 
+def test_truncate_prompt_renders_the_head_of_an_overlong_prompt(gen):
+    target, _ = gen
+    long = " ".join(f"dog{i % 7}" for i in range(600))
+    data = {"prompt": long, "seed": 3, "width": 32, "height": 32, "num_inference_steps": 2}
+    refused = grpcurl(target, GENERATE, data=data)
+    assert refused.returncode == 64 + 3 and "truncate_prompt" in refused.stdout + refused.stderr
+    resp = json.loads(grpcurl(target, GENERATE, data={**data, "truncate_prompt": True}).stdout)
+    assert resp["prompt_truncated"] and long.startswith(resp["rendered_prompt"])
+    assert len(resp["rendered_prompt"]) < len(long) and len(resp["images"]) == 1
+    head = json.loads(grpcurl(target, GENERATE, data={**data, "prompt": resp["rendered_prompt"]}).stdout)
+    assert head["images"][0]["data"] == resp["images"][0]["data"]  # the cut prompt is what was rendered
+
+
 def test_info_reports_model_limits(gen):
     target, _ = gen
     out = grpcurl(target, "genir.v1.Generator/Info", data={})

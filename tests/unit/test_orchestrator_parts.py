@@ -11,7 +11,7 @@ import pytest
 
 from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc, orchestrator_pb2
 from orchestrator.backends import Backend, BackendConfig, RetryPolicy
-from orchestrator.engine import _fit_prompt, derive_seed, resolve_options
+from orchestrator.engine import derive_seed, resolve_options
 from orchestrator.modes import mode_name
 from orchestrator.sessions import SessionStore
 from services.common import errors
@@ -139,10 +139,3 @@ def test_mode_names_and_options():
     assert opts.collection == "default" and opts.top_k == 10
     with pytest.raises(errors.InvalidArgument):
         resolve_options(orchestrator_pb2.SessionOptions(top_k=101), "c")
-
-
-def test_fit_prompt_cuts_long_prompts_at_a_word():
-    long = " ".join(["word"] * 100)
-    cut = _fit_prompt(long, "generator Generate: INVALID_ARGUMENT: prompt: 400 tokens, over the limit of 100 tokens (x)")
-    assert cut and len(cut) < len(long) / 3 and not cut.endswith(" ")
-    assert _fit_prompt(long, "width: 3 is not allowed") is None

@@ -114,3 +114,19 @@ def test_token_limit_message_states_the_limit_and_encoder():
     with pytest.raises(InvalidArgument) as e:
         parse(prompt="w " * 25)
     assert "26 tokens" in e.value.message and "20" in e.value.message and "T5" in e.value.message
+
+
+def test_truncate_prompt_cuts_at_a_word_within_the_limit():
+    long = " ".join(f"w{i}" for i in range(40))
+    parsed = parse(prompt=long, negative_prompt="n " * 30, truncate_prompt=True)
+    item = parsed.items[0]
+    assert parsed.truncated and words(item.prompt) == 20 and long.startswith(item.prompt)
+    assert words(item.negative_prompt) <= 20
+    short = parse(prompt="a red kite", truncate_prompt=True)
+    assert not short.truncated and short.items[0].prompt == "a red kite"
+
+
+def test_fit_tokens_cuts_a_single_overlong_word_by_characters():
+    chars = lambda t: len(t)  # noqa: E731 - one token per character
+    assert server.fit_tokens("x" * 50, 10, chars) == "x" * 10
+    assert server.fit_tokens("ab cd ef", 5, chars) == "ab cd"
