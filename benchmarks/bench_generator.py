@@ -157,6 +157,9 @@ def run_cpu(quick: bool) -> dict:
                 "direct8_cpu": direct_cpu, "service8_cpu": service_cpu},
         "server_exit_code": code,
     }
+    previous = (_existing() or {}).get("details", {})
+    if "gpu" in previous:  # GPU figures come from a separate run on a GPU machine: keep them
+        details["gpu"] = previous["gpu"]
     return record(NAME, ratio, TARGET, details)
 
 

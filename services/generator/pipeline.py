@@ -21,6 +21,7 @@ check the result end to end: an image is byte-identical alone and inside a batch
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import logging
@@ -111,6 +112,7 @@ class Pipeline:
         self.limits: Limits | None = None
         self._lock = threading.Lock()  # one pipeline call at a time, whoever calls
         self._call_params: set[str] = set()
+        self._counting_tokenizers: dict[int, object] = {}
 
     # ------------------------------------------------------------------ loading
     def load(self) -> "Pipeline":
@@ -153,6 +155,7 @@ class Pipeline:
             setattr(pipe, name, torch.compile(getattr(pipe, name)))
         self.pipe = pipe
         self._call_params = set(inspect.signature(pipe.__call__).parameters)
+        self._counting_tokenizers = {id(t): copy.deepcopy(t) for _, t, _ in self._tokenizers(pipe)}
         self.limits = self._derive_limits(pipe)
         return self
 
@@ -241,6 +244,9 @@ class Pipeline:
         toks = self._tokenizers()
         long = [t for _, t, e in toks if self._is_long(e)]
         chosen = long[:1] if long and self.limits.max_sequence_length else [t for _, t, _ in toks]
+        # Hugging Face tokenizers change their padding/truncation state on every call, and the
+        # pipeline's own copies are in use on the batch thread: count with private copies.
+        chosen = [self._counting_tokenizers.get(id(t), t) for t in chosen]
         counts = [len(t(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]) for t in chosen]
         return max(counts, default=0)
 
