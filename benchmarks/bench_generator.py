@@ -67,7 +67,7 @@ def run_cpu(quick: bool) -> dict:
     from genir.v1 import generator_pb2, generator_pb2_grpc
     from services.common.images import encode_image
     from services.generator.pipeline import Pipeline
-    from tests.support.procs import Proc, free_port, test_env
+    from tests.support.procs import Proc, free_port, proc_env
 
     size, steps, reps = (64, 8, 3) if quick else (128, 20, 9)
     model = build_one(ROOT / ".cache" / "tiny-models", "sd3")
@@ -83,7 +83,7 @@ def run_cpu(quick: bool) -> dict:
     # the service's defaults (batch 8, 10 ms delay): a lone request pays the delay, 8 together do not
     proc = Proc([sys.executable, "-m", "genir.cli", "serve", "generator", "--model", model, "--port", port,
                  "--metrics-port", mport, "--max-batch-size", "8", "--max-batch-delay-ms", str(DELAY_MS)], log_path,
-                env=test_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))).start()
+                env=proc_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))).start()
     try:
         proc.wait_healthy(port, timeout=180)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:

@@ -71,7 +71,7 @@ def run(quick: bool = False) -> dict:
     from genir.tiny_models import build_one
     from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
     from services.refiner.triton_launcher import DEFAULT_REPOSITORY, TritonProcess
-    from tests.support.procs import Proc, free_port, test_env
+    from tests.support.procs import Proc, free_port, proc_env
 
     tokens, reps, n = (16, 2, 8) if quick else (48, 5, 8)
     model_dir = build_one(ROOT / ".cache" / "tiny-models", "gemma3")
@@ -79,7 +79,7 @@ def run(quick: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-refiner-"))  # backend + generated repository
     triton = TritonProcess(DEFAULT_REPOSITORY, work, model=model_dir, http_port=free_port(), grpc_port=free_port(),
                            metrics_port=free_port(), parameters={"num_threads": "1"},
-                           log_path=work / "triton.log", env=test_env())
+                           log_path=work / "triton.log", env=proc_env())
     port, mport = free_port(), free_port()
     refiner = None
     try:

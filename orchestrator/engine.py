@@ -195,9 +195,11 @@ class Engine:
             with PILImage.open(io.BytesIO(data)) as im:
                 width, height = im.size
         except FileNotFoundError:
-            raise FailedPrecondition(f"{what}: image file {path} is missing under --image-root") from None
+            # the relative corpus path only: server paths stay in the server's log
+            raise FailedPrecondition(f"{what}: image file {rel!r} is missing under --image-root") from None
         except OSError as e:
-            raise FailedPrecondition(f"{what}: image file {path} is unreadable ({e})") from None
+            log.warning("cannot read corpus image %s: %s", path, e)
+            raise FailedPrecondition(f"{what}: image file {rel!r} is unreadable ({type(e).__name__})") from None
         msg = common_pb2.Image(data=data, mime_type=mimetypes.guess_type(rel)[0] or "application/octet-stream",
                                width=width, height=height)
         self._image_cache[rel] = msg

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import CHATIR_DIR, ROOT, test_env
+from tests.support.procs import CHATIR_DIR, ROOT, proc_env
 from tests.support.shapes import shape_image
 
 N_CHATIR = 4
@@ -40,7 +40,7 @@ class EvalWorld:
                 *map(str, extra)]
 
     def run_eval(self, out: Path, *extra, queries: Path | None = None, timeout: float = 600):
-        return subprocess.run(self.eval_cmd(out, *extra, queries=queries), cwd=ROOT, env=test_env(),
+        return subprocess.run(self.eval_cmd(out, *extra, queries=queries), cwd=ROOT, env=proc_env(),
                               capture_output=True, text=True, timeout=timeout)
 
 

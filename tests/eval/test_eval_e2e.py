@@ -25,7 +25,7 @@ import pytest
 from orchestrator.datasets import chatir_query, load_corpus, load_queries
 from orchestrator.evaluation.records import load_dialogs
 from tests.support.procs import ROOT, free_port, sample_sum, samples, scrape
-from tests.support.procs import test_env as _env
+from tests.support.procs import proc_env as _env
 
 LIMIT, ROUNDS = 6, 2
 COMMON = ("--limit", LIMIT, "--rounds", ROUNDS, "--seed", 3, "--k", "1,5,10")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.procs import test_env
+from tests.support.procs import proc_env
 from tests.support.shapes import make_corpus
 
 N_IMAGES = 240      # readable images; two more corpus entries are a missing and a corrupt file
@@ -42,7 +42,7 @@ def index_cmd(model: Path, corpus: dict, collection: str, store: Path, *extra) -
 
 
 def run_index(*args, timeout: float = 120) -> tuple[dict, str]:
-    out = subprocess.run([str(a) for a in index_cmd(*args)], capture_output=True, text=True, env=test_env(),
+    out = subprocess.run([str(a) for a in index_cmd(*args)], capture_output=True, text=True, env=proc_env(),
                          timeout=timeout)
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr

@@ -28,7 +28,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_env(**extra) -> dict:
+def proc_env(**extra) -> dict:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
                PYTHONUNBUFFERED="1", PATH=f"{VENV_BIN}:{env.get('PATH', '')}")
@@ -53,7 +53,7 @@ class Proc:
     def __init__(self, cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None):
         self.cmd = [str(c) for c in cmd]
         self.log_path = Path(log_path)
-        self.env = env or test_env()
+        self.env = env or proc_env()
         self.cwd = cwd or ROOT
         self.popen: subprocess.Popen | None = None
 

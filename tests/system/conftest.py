@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.procs import ROOT, test_env
+from tests.support.procs import ROOT, proc_env
 from tests.support.shapes import make_corpus
 
 
@@ -48,7 +48,7 @@ def eval_cmd(stack, world: World, out: Path, *extra) -> list[str]:
 
 
 def run_eval(stack, world: World, out: Path, *extra, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(eval_cmd(stack, world, out, *extra), cwd=ROOT, env=test_env(), capture_output=True,
+    return subprocess.run(eval_cmd(stack, world, out, *extra), cwd=ROOT, env=proc_env(), capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -21,7 +21,7 @@ from services.refiner.triton_launcher import (
     write_repository,
 )
 from tests.support.procs import Proc, free_port
-from tests.support.procs import test_env as proc_env
+from tests.support.procs import proc_env as proc_env
 
 
 def test_generated_repository_points_at_the_model_and_leaves_the_source_alone(tmp_path):
