@@ -23,7 +23,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import config
+from services.common.ports import free_port
 
 log = logging.getLogger("genir.up")
 
@@ -51,12 +51,6 @@ REPOSITORY = ROOT / "services" / "refiner" / "triton"
 
 class StartError(RuntimeError):
     """A service exited during start-up or missed its deadline."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_env(extra: dict | None = None) -> dict:

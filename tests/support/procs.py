@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.ports import free_port  # noqa: F401 - tests import it from here
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # The real ChatIR benchmark files; shared/ lies beside the checkout (and beside CI's clone).
 CHATIR_DIR = Path(os.environ.get("GENIR_SHARED_DIR", ROOT.parent / "shared")) / "data" / "chatir"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_env(**extra) -> dict:
