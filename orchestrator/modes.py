@@ -156,15 +156,9 @@ class ChatIR(Mode):
         return chatir_query(st.dialog, t)
 
 
-class Hybrid(Mode):
-    """GenIR's rendering and the query text searched together (score fusion with weights)."""
+class Hybrid(GenIR):
+    """GenIR's dialog, but its rendering and the query text are searched together (score fusion)."""
     name = "hybrid"
-
-    async def first(self, st):
-        return await self._caption(st, refiner_pb2.CAPTION_STYLE_GENERATION)
-
-    async def follow(self, st):
-        return await self._compare_refine(st)
 
     async def show(self, st, query):
         image = await self._render(st, query)
