@@ -302,7 +302,27 @@ class Stack:
                 except ProcessLookupError:
                     pass
             codes[name] = svc.popen.returncode if svc.popen else None
+        if names is None:
+            self._reap_strays()
         return codes
+
+    def _reap_strays(self) -> None:
+        """Kill Python-backend stubs left by a tritonserver that died by SIGKILL: they run a copy of
+        the stub from this stack's Triton work dir and outlive their server (re-parented to init)."""
+        work = str(self.workdir / "triton-work")
+        strays = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = p.info.get("cmdline") or []
+            if cmd and cmd[0].startswith(work):
+                strays.append(p)
+        for p in strays:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        if strays:
+            log.warning("killed %d stray Triton backend process(es) from %s", len(strays), work)
+            psutil.wait_procs(strays, timeout=10)
 
     def alive(self) -> dict[str, bool]:
         return {n: s.alive() for n, s in self.services.items()}

@@ -53,6 +53,10 @@ def stack(tiny_models, world):
     s = start_stack(tiny_models, world, world.root / "stack", "faults", orchestrator_args=ORCH_FLAGS)
     yield s
     s.stop()
+    # a tritonserver killed by SIGKILL leaves its backend stub behind; stop() must reap it
+    work = str(s.workdir / "triton-work")
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if (p.info.get("cmdline") or [""])[0].startswith(work)]
+    assert not left, f"Triton backend processes outlived the stack: {left}"
 
 
 @pytest.fixture(scope="module")
