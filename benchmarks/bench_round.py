@@ -11,15 +11,12 @@ the generator, refiner and retriever directly. Each dialog runs through both pat
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
-from PIL import Image, ImageDraw
 
 from benchmarks.common import record
 from genir.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -32,17 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _corpus(root: Path, n: int = 24) -> tuple[Path, Path]:
-    rng = random.Random(1)
-    paths = []
-    for i in range(n):
-        rel = f"bench/{i:06d}.jpg"
-        img = Image.new("RGB", (64, 64), tuple(rng.randrange(256) for _ in range(3)))
-        ImageDraw.Draw(img).rectangle([rng.randrange(32), rng.randrange(32), 40 + rng.randrange(24), 40 + rng.randrange(24)],
-                                      fill=tuple(rng.randrange(256) for _ in range(3)))
-        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
-        img.save(root / "images" / rel, quality=90)
-        paths.append(rel)
-    (root / "corpus.json").write_text(json.dumps(paths))
+    from tests.support.shapes import make_corpus
+
+    make_corpus(root / "images", n, seed=1, size=(64, 64), corpus_file=root / "corpus.json")
     return root / "corpus.json", root / "images"
 
 

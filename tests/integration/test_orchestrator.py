@@ -5,15 +5,14 @@ Calls per mode are checked from the services' own grpc_server_handled_total coun
 from __future__ import annotations
 
 import json
-import random
 import time
 
 import grpc
 import pytest
-from PIL import Image, ImageDraw
 
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator.up import Stack
+from tests.support import shapes
 from tests.support.procs import free_port, grpcurl, health_status, sample_sum, scrape
 
 pytestmark = pytest.mark.timeout(600)
@@ -26,18 +25,8 @@ ORCH_FLAGS = ["--retry-attempts", RETRY_ATTEMPTS, "--retry-initial-backoff", "0.
 
 
 def make_corpus(root):
-    """Small ChatIR-style corpus: coloured shapes under nested relative paths."""
-    rng = random.Random(0)
-    paths = []
-    for i in range(N_IMAGES):
-        rel = f"val2026/{i:012d}.jpg"
-        img = Image.new("RGB", (64, 48), tuple(rng.randrange(256) for _ in range(3)))
-        ImageDraw.Draw(img).ellipse([rng.randrange(30), rng.randrange(20), 40 + rng.randrange(20), 30 + rng.randrange(15)],
-                                    fill=tuple(rng.randrange(256) for _ in range(3)))
-        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
-        img.save(root / "images" / rel, quality=90)
-        paths.append(rel)
-    (root / "corpus.json").write_text(json.dumps(paths))
+    """Small ChatIR-style corpus of coloured shapes; returns (corpus file, image root)."""
+    shapes.make_corpus(root / "images", N_IMAGES, seed=0, size=(64, 48), corpus_file=root / "corpus.json")
     return root / "corpus.json", root / "images"
 
 
