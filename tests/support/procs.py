@@ -19,8 +19,8 @@ from services.common.ports import free_port  # noqa: F401 - tests import it from
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-# The real ChatIR benchmark files; shared/ lies beside the checkout (and beside CI's clone).
-CHATIR_DIR = Path(os.environ.get("GENIR_SHARED_DIR", ROOT.parent / "shared")) / "data" / "chatir"
+# The real ChatIR benchmark files, committed with the repository (data/chatir/README.md).
+CHATIR_DIR = ROOT / "data" / "chatir"
 
 
 def proc_env(**extra) -> dict:
