@@ -1,4 +1,5 @@
-# Every target sets itself up: a fresh machine needs only python3.11 and make.
+# Every target sets itself up: a fresh machine needs only python3.11 and make (and root, or the
+# Debian packages scripts/system-deps names, for the tests).
 SHELL := /bin/bash
 PY ?= python3.11
 VENV ?= .venv
@@ -10,10 +11,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install proto test test-system test-quick demo bench lint clean tiny-models help
+.PHONY: install system-deps proto test test-system demo bench lint clean tiny-models help
 
 help:
-	@echo "make install | proto | test | test-system | demo | bench | lint | tiny-models | clean"
+	@echo "make install | system-deps | proto | test | test-system | demo | bench | lint | tiny-models | clean"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -28,6 +29,10 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Prometheus/promtool and Chromium, which tests start for real (apt-get when root, else the command to run).
+system-deps:
+	@scripts/system-deps
+
 # Regenerates genir/v1/*_pb2*.py from protos/ (committed; tests/unit/test_protos.py checks freshness).
 proto: $(STAMP)
 	$(BIN)/python -m genir.protogen
@@ -35,10 +40,10 @@ proto: $(STAMP)
 tiny-models: $(STAMP)
 	$(BIN)/genir tiny-models build $(MODELS)
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
 
-test-system: $(STAMP)
+test-system: $(STAMP) system-deps
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -1,4 +1,9 @@
-"""python -m benchmarks [NAME ...] [--quick]: run benchmarks, write benchmarks/results/<name>.json."""
+"""python -m benchmarks [NAME ...] [--quick] [--out DIR]: run benchmarks, write <DIR>/<name>.json.
+
+Full runs write the committed figures in benchmarks/results/. `--quick` is a smoke run (small
+workloads, figures meaningless) and writes to .cache/bench-quick/ unless `--out` says otherwise,
+so it can never overwrite a committed figure.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from benchmarks.common import write
+from benchmarks.common import RESULTS, set_out_dir, write
+
+QUICK_OUT = Path(__file__).resolve().parents[1] / ".cache" / "bench-quick"
 
 
 def available() -> list[str]:
@@ -21,8 +28,13 @@ def available() -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("names", nargs="*", help=f"default: all of {available()}")
-    parser.add_argument("--quick", action="store_true", help="smaller workloads (smoke run)")
+    parser.add_argument("--quick", action="store_true", help=f"smaller workloads (smoke run; writes to {QUICK_OUT})")
+    parser.add_argument("--out", type=Path, help=f"folder for the JSON records (default {RESULTS})")
     args = parser.parse_args()
+    out = args.out or (QUICK_OUT if args.quick else RESULTS)
+    if args.quick and out.resolve() == RESULTS.resolve():
+        parser.error(f"--quick figures are not measurements; they may not overwrite {RESULTS}")
+    set_out_dir(out)
     names = args.names or available()
     failed = 0
     for name in names:

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, record, write
+from benchmarks.common import out_dir, record, write
 
 NAME = "generator"
 TARGET = 0.9
@@ -166,7 +166,7 @@ def run_cpu(quick: bool) -> dict:
 # --------------------------------------------------------------------------- GPU: real-size figures
 def _existing() -> dict | None:
     try:
-        return json.loads((RESULTS / f"{NAME}.json").read_text())
+        return json.loads((out_dir() / f"{NAME}.json").read_text())
     except (OSError, ValueError):
         return None
 

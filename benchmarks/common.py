@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: the result record of DESIGN.md §5 and a JSON writer."""
+"""Shared benchmark helpers: the result record (docs/conventions.md, "Benchmarks") and a JSON writer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ import platform
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # committed figures: only `make bench` writes here
+_out = RESULTS
+
+
+def out_dir() -> Path:
+    """Where this run's records go (RESULTS unless `--out`/`--quick` chose another folder)."""
+    return _out
+
+
+def set_out_dir(path: Path) -> None:
+    global _out
+    _out = Path(path)
 
 
 def record(name: str, ratio: float, target: float, details: dict, **extra) -> dict:
@@ -19,9 +30,10 @@ def record(name: str, ratio: float, target: float, details: dict, **extra) -> di
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
 
 
-def write(result: dict, out_dir: Path = RESULTS) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{result['name']}.json"
+def write(result: dict) -> Path:
+    folder = out_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{result['name']}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)

@@ -1,4 +1,4 @@
-"""Dialog modes as small strategies over one round engine (see shared/reference/genir_method.md).
+"""Dialog modes as small strategies over one round engine (the method and baselines: docs/method.md).
 
 A mode answers three questions; the engine does everything else (seeds, timings, deadlines,
 target rank, delivery, persistence):

@@ -1,4 +1,4 @@
-"""Retrieval metrics over a ranks table, exactly as in shared/reference/genir_method.md.
+"""Retrieval metrics over a ranks table, exactly as defined in docs/method.md ("Metrics").
 
 A ranks table has one row per target and one column per round (t = 0..T): ranks[j][t] is the
 exact 0-based position of target j in the corpus ranked with round t's query. All functions are

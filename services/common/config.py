@@ -37,7 +37,7 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, *, service: str, defaul
 
 
 def add_server_flags(parser: argparse.ArgumentParser, service: str, port: int, metrics_port: int) -> None:
-    """The flags of DESIGN.md §5 that every genir server takes."""
+    """The flags every genir server takes (docs/conventions.md)."""
     f = lambda *a, **k: add_flag(parser, *a, service=service, **k)  # noqa: E731
     f("host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)")
     f("port", default=port, type=int, help="gRPC port")

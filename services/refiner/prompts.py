@@ -5,7 +5,7 @@ of text parts and {"type": "image"} placeholders) plus the images for the placeh
 The id ("compare@v1") is reported in every response, so results can be traced to the exact wording;
 change a text -> bump its version.
 
-What each call sees (GenIR, ../shared/reference/genir_method.md):
+What each call sees (GenIR, docs/method.md):
 
   id                      images (in order)            texts
   caption@v1              target                       -                  (GenIR round 0)

@@ -1,4 +1,4 @@
-"""Metrics against rank tables computed by hand (shared/reference/genir_method.md definitions)."""
+"""Metrics against rank tables computed by hand (docs/method.md definitions)."""
 
 import math
 
