@@ -126,9 +126,10 @@ def test_generator_scales_on_its_queue_through_the_adapter_rule(objects):
 # --------------------------------------------------------------------------- 5. load that spreads
 def slowest_call(server: str) -> float:
     """The longest call each server answers, from the orchestrator's defaults (its calls' deadlines)."""
+    import argparse
+
     from orchestrator import engine
     from orchestrator.server import add_arguments
-    import argparse
 
     p = argparse.ArgumentParser()
     add_arguments(p)

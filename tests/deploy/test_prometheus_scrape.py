@@ -7,8 +7,8 @@ grpc_server_handling_seconds and genir_stage_seconds after one simulated GenIR d
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 import shutil
 import time
 import urllib.parse
