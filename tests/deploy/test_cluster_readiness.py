@@ -210,6 +210,22 @@ def test_retriever_sends_the_qdrant_api_key_from_env_or_file(tmp_path, monkeypat
         qdrant_api_key()
 
 
+def test_server_mode_client_carries_the_api_key_on_grpc_and_rest(monkeypatch):
+    """The real qdrant-client of the retriever's server mode (no call is made: no Qdrant server
+    binary exists on the test machines; qdrant-client's local mode stands in for one elsewhere)."""
+    from services.retriever.store import open_store
+
+    monkeypatch.delenv("GENIR_QDRANT_API_KEY_FILE", raising=False)
+    monkeypatch.setenv("GENIR_QDRANT_API_KEY", "k-123")
+    store = open_store(qdrant_url="http://qdrant:6333")
+    try:
+        remote = store.client._client
+        assert ("api-key", "k-123") in remote._grpc_headers  # the retriever prefers gRPC (6334)
+        assert remote._rest_headers["api-key"] == "k-123"
+    finally:
+        store.close()
+
+
 def test_tls_component_mounts_cert_manager_certificates_and_keeps_probes_working(objects):
     objs = objects["overlays/tls"]
     certs = {c["spec"]["secretName"]: c for c in of_kind(objs, "Certificate")}
