@@ -331,6 +331,21 @@ def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(objects):
     assert all(t["expr"] for p in dash["panels"] for t in p["targets"])
 
 
+# --------------------------------------------------------------------------- 9. histogram buckets
+def test_latency_buckets_are_fine_around_the_slo_and_reach_the_longest_call():
+    from orchestrator.engine import STAGE_SECONDS
+    from services.common.metrics import LATENCY_BUCKETS, SERVER_HANDLING
+
+    buckets = list(LATENCY_BUCKETS)
+    assert 60 in buckets  # the round SLO's threshold is a bucket boundary (rules: le="60.0")
+    between = [b for b in buckets if 5 <= b <= 120]
+    assert all(hi / lo <= 1.5 for lo, hi in zip(between, between[1:], strict=False)), between  # no 5->10->30 jumps
+    assert buckets[-1] >= slowest_call("orchestrator")  # a whole RunDialog stream
+    # the histograms the rules and the dashboard read use them (prometheus_client keeps the bounds)
+    for hist in (SERVER_HANDLING, STAGE_SECONDS):
+        assert list(hist._upper_bounds[:-1]) == buckets, hist._name
+
+
 # --------------------------------------------------------------------------- 11. storage and rollouts
 def test_qdrant_snapshots_are_on_their_own_claim(objects):
     for overlay in ("overlays/gpu", "overlays/cpu-dev"):
