@@ -18,6 +18,7 @@ import yaml
 
 from tests.deploy.conftest import KUBECTL, ROOT
 from tests.deploy.test_manifests import containers, env_of, get, of_kind, pod_spec, selects
+from tests.support.procs import free_port
 
 GENIR_SERVERS = ("orchestrator", "generator", "refiner", "retriever")
 BACKENDS = ("generator", "refiner", "retriever")
@@ -217,7 +218,7 @@ def test_server_mode_client_carries_the_api_key_on_grpc_and_rest(monkeypatch):
 
     monkeypatch.delenv("GENIR_QDRANT_API_KEY_FILE", raising=False)
     monkeypatch.setenv("GENIR_QDRANT_API_KEY", "k-123")
-    store = open_store(qdrant_url="http://qdrant:6333")
+    store = open_store(qdrant_url=f"http://127.0.0.1:{free_port()}")  # nothing listens: no call succeeds
     try:
         remote = store.client._client
         assert ("api-key", "k-123") in remote._grpc_headers  # the retriever prefers gRPC (6334)
