@@ -438,6 +438,11 @@ def check_args(args) -> str:
         raise ValueError("--parallelism: must be >= 1")
     if args.backoff_limit_per_index < 0:
         raise ValueError("--backoff-limit-per-index: must be >= 0")
+    if any(a.split("=")[0] == "--token" for a in args.eval_arg):
+        raise ValueError("--eval-arg --token would put the token into the Job (readable by anyone who can get "
+                         "Jobs): use --token-secret NAME:KEY")
+    if args.token_secret and not re.fullmatch(r"[a-z0-9][a-z0-9.-]*(:[-._a-zA-Z0-9]+)?", args.token_secret):
+        raise ValueError(f"--token-secret: {args.token_secret!r} is not NAME[:KEY] of a Secret")
     run_id = args.run_id or f"{args.mode}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     if not RUN_ID.match(run_id):
         raise ValueError(f"--run-id: {run_id!r} must be 1-40 lowercase letters, digits or '-', "
