@@ -103,6 +103,8 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
     if loader.done() and loader.exception() is not None:
         log.error("backend failed to load: %s", loader.exception(), exc_info=loader.exception())
         await server.stop(0)
+        if health_only:
+            await health_only.stop(0)
         return 1
     if loader.done():
         interceptor.ready = True
