@@ -140,7 +140,19 @@ def slowest_call(server: str) -> float:
             "orchestrator": (engine.MAX_ROUNDS + 1) * args.round_timeout}[server]  # a whole RunDialog
 
 
-def test_every_server_recycles_connections_with_a_grace_longer_than_its_slowest_call(objects):
+def test_every_server_recycles_connections_with_a_grace_longer_than_its_slowest_call(objects, monkeypatch):
+    import argparse
+
+    from services.common.config import add_server_flags
+
+    for var in ("GENIR_PLAIN_MAX_CONNECTION_AGE", "GENIR_PLAIN_MAX_CONNECTION_AGE_GRACE"):
+        monkeypatch.delenv(var, raising=False)
+    p = argparse.ArgumentParser()
+    add_server_flags(p, "plain", 1, 2)
+    defaults = p.parse_args([])
+    # outside Kubernetes (genir up) the defaults apply: they must not cut a RunDialog stream either
+    assert defaults.max_connection_age > 0
+    assert defaults.max_connection_age_grace > max(slowest_call(s) for s in GENIR_SERVERS)
     for overlay in ("overlays/gpu", "overlays/cpu-dev"):
         for name in GENIR_SERVERS:
             env = env_of(containers(get(objects[overlay], "Deployment", name), init=False)[0])
