@@ -21,9 +21,10 @@ from tests.system.certs import make_pki
 
 
 def plumbing(tmp_path, *flags) -> tuple[Proc, int]:
+    """A plumbing server, not started yet: `with proc:` starts and stops it."""
     port = free_port()
     proc = Proc([sys.executable, "-m", "tests.support.plumbing_server", "--port", port, "--metrics-port", "-1",
-                 *map(str, flags)], tmp_path / f"server-{port}.log").start()
+                 *map(str, flags)], tmp_path / f"server-{port}.log")
     return proc, port
 
 
@@ -97,7 +98,7 @@ def test_health_port_answers_plaintext_probes_while_the_service_port_needs_tls(t
         with grpc.secure_channel(f"localhost:{port}", creds) as ch:
             got = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert got.status == health_pb2.HealthCheckResponse.SERVING
-        # draining: the probe port reports NOT_SERVING as well, then closes with the server
+        # SIGTERM: the probe port closes with the server
         stopper = threading.Thread(target=proc.terminate)
         stopper.start()
         stopper.join(60)
