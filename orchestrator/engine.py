@@ -34,12 +34,13 @@ from orchestrator.datasets import Corpus
 from orchestrator.modes import MODES, Mode, Shown, Step, mode_name
 from services.common import validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.metrics import LATENCY_BUCKETS
 
 log = logging.getLogger("genir.orchestrator.engine")
 
 STAGES = ("generate", "retrieve", "compare", "refine", "caption", "critique")
 STAGE_SECONDS = Histogram("genir_stage_seconds", "Wall time of one dialog stage (all retries included).",
-                          ["stage"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+                          ["stage"], buckets=LATENCY_BUCKETS)  # a stage with retries runs up to --call-budget
 MAX_ROUNDS = 20
 MAX_TOP_K = 100
 SEED_MASK = (1 << 63) - 1

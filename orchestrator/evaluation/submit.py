@@ -86,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("data-claim", default="data", help="PersistentVolumeClaim holding queries, corpus and images")
     f("cpu", default="500m", help="CPU request per shard pod")
     f("memory", default="1Gi", help="memory request per shard pod (the limit is twice this)")
+    f("token-secret", default="genir-auth:token", help="Secret NAME:KEY holding the orchestrator's bearer token, "
+      "given to the shards as $GENIR_EVAL_TOKEN by secretKeyRef ('' = none: an orchestrator without auth)")
+    f("ttl", default=604800, type=int, help="seconds a finished Job (and its pods' logs) is kept")
+    f("merge-deadline", default=172800, type=int, help="seconds the merge Job may wait for the shards "
+      "(with --no-wait it is what ends a run whose shard failed)")
     parser.add_argument("--eval-arg", action="append", default=[], metavar="ARG",
                         help="extra argument passed to `genir eval run` (repeatable), e.g. --eval-arg=--steps=28")
     f("merge", default=True, bool_flag=True, help="run the merge Job after the shards")
@@ -141,6 +146,14 @@ def _double(quantity: str) -> str:
     return f"{int(m.group(1)) * 2}{m.group(2)}" if m else quantity
 
 
+def _token_env(args) -> list[dict]:
+    """The bearer token from a Secret: never in the Job's arguments (visible to anyone who can get Jobs)."""
+    if not args.token_secret:
+        return []
+    name, _, key = args.token_secret.partition(":")
+    return [{"name": "GENIR_EVAL_TOKEN", "valueFrom": {"secretKeyRef": {"name": name, "key": key or "token"}}}]
+
+
 def eval_args(args, run_id: str) -> list[str]:
     """`genir eval run` arguments of every shard pod; Kubernetes expands $(JOB_COMPLETION_INDEX)."""
     out = ["eval", "run", "--queries", args.queries, "--corpus", args.corpus, "--image-root", args.image_root,
@@ -163,6 +176,7 @@ def eval_job(args, run_id: str) -> dict:
         "completions": args.shards,
         "parallelism": args.parallelism or args.shards,
         "backoffLimitPerIndex": args.backoff_limit_per_index,
+        "ttlSecondsAfterFinished": args.ttl,
         # Exit code 2 is bad input: retrying cannot help. Evictions/preemptions do not count.
         "podFailurePolicy": {"rules": [
             {"action": "FailIndex", "onExitCodes": {"containerName": "eval", "operator": "In", "values": [2]}},
@@ -181,7 +195,8 @@ def eval_job(args, run_id: str) -> dict:
                     "args": eval_args(args, run_id),
                     # Set by the Job controller too; declared so that $(...) expansion in args is explicit.
                     "env": [{"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
-                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}],
+                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+                            *_token_env(args)],
                     "ports": [{"name": "metrics", "containerPort": EVAL_METRICS_PORT}],
                     "resources": _resources(args),
                     "securityContext": _container_security(),
@@ -209,6 +224,8 @@ def merge_job(args, run_id: str) -> dict:
             "metadata": {"name": name, "namespace": args.namespace, "labels": labels},
             "spec": {
                 "backoffLimit": 2,
+                "ttlSecondsAfterFinished": args.ttl,
+                "activeDeadlineSeconds": args.merge_deadline,
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
@@ -421,6 +438,11 @@ def check_args(args) -> str:
         raise ValueError("--parallelism: must be >= 1")
     if args.backoff_limit_per_index < 0:
         raise ValueError("--backoff-limit-per-index: must be >= 0")
+    if any(a.split("=")[0] == "--token" for a in args.eval_arg):
+        raise ValueError("--eval-arg --token would put the token into the Job (readable by anyone who can get "
+                         "Jobs): use --token-secret NAME:KEY")
+    if args.token_secret and not re.fullmatch(r"[a-z0-9][a-z0-9.-]*(:[-._a-zA-Z0-9]+)?", args.token_secret):
+        raise ValueError(f"--token-secret: {args.token_secret!r} is not NAME[:KEY] of a Secret")
     run_id = args.run_id or f"{args.mode}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     if not RUN_ID.match(run_id):
         raise ValueError(f"--run-id: {run_id!r} must be 1-40 lowercase letters, digits or '-', "

@@ -46,6 +46,13 @@ def add_server_flags(parser: argparse.ArgumentParser, service: str, port: int, m
     f("max-message-mb", default=64, type=int, help="max gRPC message size, MiB, both directions")
     f("max-inflight", default=64, type=int, help="calls in flight before RESOURCE_EXHAUSTED (0 = no limit)")
     f("drain-seconds", default=30.0, type=float, help="SIGTERM grace period for in-flight calls")
+    f("max-connection-age", default=300.0, type=float,
+      help="seconds before a client connection is sent GOAWAY, so clients re-resolve and reach new replicas (0 = never)")
+    f("max-connection-age-grace", default=14400.0, type=float,
+      help="seconds a connection past its age may finish in-flight calls; longer than the slowest call "
+      "(default: a 20-round RunDialog at the 10-minute round timeout)")
+    f("health-port", default=-1, type=int,
+      help="plaintext port serving only grpc.health.v1, for kubelet probes when --tls-cert is on (-1 = none)")
     f("max-image-pixels", default=40_000_000, type=int, help="decoded image size cap (decompression bombs)")
     f("tls-cert", default=None, help="PEM server certificate (enables TLS)")
     f("tls-key", default=None, help="PEM server private key")

@@ -16,7 +16,10 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 
 log = logging.getLogger("genir.metrics")
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# Fine between 5 s and 2 min, where generation and dialog rounds fall and the round SLO's 60 s
+# threshold sits, and up to 4 h: a RunDialog stream of 20 rounds at the 10-minute round timeout.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 7.5, 10, 15, 20, 30, 45, 60,
+                   90, 120, 180, 300, 450, 600, 900, 1800, 3600, 7200, 14400)
 _BASE = ("grpc_type", "grpc_service", "grpc_method")
 
 SERVER_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", _BASE)

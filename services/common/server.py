@@ -43,6 +43,16 @@ def grpc_options(max_message_mb: int) -> list[tuple[str, Any]]:
             ("grpc.so_reuseport", 0)]  # a port already taken must fail start-up, not be shared
 
 
+def connection_age_options(age_s: float, grace_s: float) -> list[tuple[str, int]]:
+    """Server-side GOAWAY after `age_s`, so DNS round-robin clients pick up added replicas (gRFC A9);
+    `grace_s` lets calls in flight on an aged connection finish. An age of 0 turns both off."""
+    if age_s <= 0:
+        return []
+    if grace_s <= 0:
+        raise SystemExit("--max-connection-age-grace must be > 0 when --max-connection-age is set")
+    return [("grpc.max_connection_age_ms", int(age_s * 1000)), ("grpc.max_connection_age_grace_ms", int(grace_s * 1000))]
+
+
 async def _maybe_await(fn: Callable | None) -> None:
     if fn is None:
         return
@@ -55,7 +65,9 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
                 close: Callable[[], Awaitable | None] | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     interceptor = ServerInterceptor(max_inflight=args.max_inflight)
-    server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(args.max_message_mb))
+    options = grpc_options(args.max_message_mb) + connection_age_options(args.max_connection_age,
+                                                                         args.max_connection_age_grace)
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for svc in services:
@@ -69,6 +81,10 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
         port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     except RuntimeError as e:
         log.error("cannot bind %s: %s", address, e)
+        return 2
+    health_only = await _health_server(args, health_servicer)
+    if health_only is False:
+        await server.stop(0)
         return 2
     for name in [""] + names:
         await health_servicer.set(name, NOT_SERVING)
@@ -87,6 +103,8 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
     if loader.done() and loader.exception() is not None:
         log.error("backend failed to load: %s", loader.exception(), exc_info=loader.exception())
         await server.stop(0)
+        if health_only:
+            await health_only.stop(0)
         return 1
     if loader.done():
         interceptor.ready = True
@@ -101,9 +119,28 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
              args.drain_seconds, interceptor.inflight)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(args.drain_seconds)
+    if health_only:
+        await health_only.stop(0)
     await _maybe_await(close)
     log.info("stopped")
     return 0
+
+
+async def _health_server(args, health_servicer):
+    """The same health status on a plaintext port (--health-port): kubelet gRPC probes cannot speak
+    TLS. None when not asked for; False when the port cannot be bound."""
+    port = getattr(args, "health_port", -1)
+    if port is None or port < 0:
+        return None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    try:
+        server.add_insecure_port(f"{args.host}:{port}")
+    except RuntimeError as e:
+        log.error("cannot bind health port %s:%d: %s", args.host, port, e)
+        return False
+    await server.start()
+    return server
 
 
 def run(main_coro) -> int:

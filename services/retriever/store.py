@@ -438,8 +438,18 @@ class ServerStore(VectorStore):
         self.client.close()
 
 
+def qdrant_api_key() -> str | None:
+    """The Qdrant server's API key: $GENIR_QDRANT_API_KEY_FILE (a mounted Secret) wins over
+    $GENIR_QDRANT_API_KEY; never a flag, so it stays out of argv."""
+    path = os.environ.get("GENIR_QDRANT_API_KEY_FILE")
+    key = Path(path).read_text().strip() if path else os.environ.get("GENIR_QDRANT_API_KEY", "").strip()
+    if path and not key:
+        raise SystemExit(f"GENIR_QDRANT_API_KEY_FILE={path} is empty")
+    return key or None
+
+
 def open_store(store_path: str | None = None, qdrant_url: str | None = None, **edge_options) -> VectorStore:
     """--qdrant-url selects the server engine; otherwise the embedded one in --store-path."""
     if qdrant_url:
-        return ServerStore(qdrant_url, hnsw_ef=edge_options.get("hnsw_ef"))
+        return ServerStore(qdrant_url, api_key=qdrant_api_key(), hnsw_ef=edge_options.get("hnsw_ef"))
     return EdgeStore(store_path or ".cache/qdrant", **edge_options)

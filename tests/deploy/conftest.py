@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBECTL = Path(sys.executable).parent / "kubectl"
 # Every kustomization a user applies; each must render and validate on its own.
-KUSTOMIZATIONS = ("base", "overlays/gpu", "overlays/cpu-dev", "overlays/monitoring", "jobs/eval")
+KUSTOMIZATIONS = ("base", "overlays/gpu", "overlays/cpu-dev", "overlays/monitoring", "overlays/cpu-dev-monitoring",
+                  "overlays/tls", "jobs/eval", "jobs/models", "jobs/index/gpu", "jobs/index/cpu-dev")
 OVERLAYS = ("overlays/gpu", "overlays/cpu-dev")
 
 

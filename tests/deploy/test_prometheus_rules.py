@@ -32,7 +32,7 @@ def test_scrape_config_is_valid_and_covers_every_service_and_triton():
 def test_rules_are_valid():
     out = promtool("check", "rules", "rules/genir.rules.yml")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 11 rules found" in out.stdout
+    assert "SUCCESS: 23 rules found" in out.stdout
 
 
 def test_rule_unit_tests_pass_and_cover_every_rule():
@@ -52,8 +52,17 @@ def test_rule_unit_tests_pass_and_cover_every_rule():
 @pytest.mark.parametrize("old,new", [
     ("genir:grpc_server_error_ratio:rate5m > 0.05", "genir:grpc_server_error_ratio:rate5m > 0.2"),
     ('grpc_code=~"UNKNOWN|INTERNAL|UNAVAILABLE', 'grpc_code=~"INVALID_ARGUMENT|UNKNOWN|INTERNAL|UNAVAILABLE'),
-    ("histogram_quantile(0.95, sum by (le, stage)", "histogram_quantile(0.90, sum by (le, stage)"),
-    ('up{job=~"genir-.*|triton"} == 0', 'up{job=~"genir-.*|triton"} == 0 unless up{job="genir-retriever"}'),
+    ("histogram_quantile(0.95, sum by (namespace, le, stage)", "histogram_quantile(0.90, sum by (namespace, le, stage)"),
+    ('up{job=~"genir-.*|triton", job!="genir-eval"} == 0', 'up{job=~"genir-.*|triton"} == 0 unless up{job="genir-retriever"}'),
+    # problem 9 of issue 16, one mutation each: the idle eval target pages again; namespaces mix;
+    # a vanished target goes unnoticed; burn-rate thresholds drift; the SLO threshold bucket moves
+    ('job!="genir-eval"', 'job!="genir-none"'),
+    ("sum by (namespace, job, grpc_service)", "sum by (job, grpc_service)"),
+    ("sum by (namespace) (genir_generator_queue_depth)", "sum(genir_generator_queue_depth)"),
+    ('or absent(up{job="genir-generator"}) ', ""),
+    ("genir:round_slow_ratio:rate1h > (14.4 * 0.05)", "genir:round_slow_ratio:rate1h > (14.4 * 0.1)"),
+    ("genir:round_error_ratio:rate6h > (6 * 0.01)", "genir:round_error_ratio:rate6h > (10 * 0.01)"),
+    (r'le=~"60|60\\.0"', r'le=~"120|120\\.0"'),
 ])
 def test_unit_tests_catch_a_broken_rule(tmp_path, old, new):
     (tmp_path / "rules").mkdir()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 import urllib.parse
@@ -156,3 +157,44 @@ def test_prometheus_scrapes_every_service_and_answers_latency_quantiles(stack, p
     triton = wait_for(lambda: query(port, 'sum(nv_inference_request_success{job="triton"}) > 0'), 30,
                       "Triton's nv_inference_request_success")
     assert float(triton[0]["value"][1]) >= 2  # compare + refine went through Triton
+
+
+DASHBOARD = ROOT / "deploy/k8s/components/monitoring/genir-dashboard.json"
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every panel target, with Grafana's variables as Grafana would expand
+    them here: all namespaces, a 1-minute rate interval."""
+    dash = json.loads(DASHBOARD.read_text())
+    out = []
+    for panel in dash["panels"]:
+        for t in panel["targets"]:
+            out.append((panel["title"], t["expr"].replace("$namespace", ".*").replace("$__rate_interval", "1m")))
+    return out
+
+
+def test_every_dashboard_query_answers_with_data(stack, prometheus):
+    """Issue 16, problem 10: the Grafana dashboard only shows what the services really export."""
+    queries = dashboard_queries()
+    assert len(queries) >= 12
+    # the round panels need CreateSession/NextRound (the interactive path), not only RunDialog
+    with grpc.insecure_channel(stack.target("orchestrator")) as ch:
+        orch = orchestrator_pb2_grpc.OrchestratorStub(ch)
+        for _ in range(2):
+            session = orch.CreateSession(orchestrator_pb2.CreateSessionRequest(query="a red square"), timeout=240)
+            wait_for(lambda: query(prometheus, 'grpc_server_handling_seconds_count{grpc_method="CreateSession"}'),
+                     30, "CreateSession scraped")
+            orch.NextRound(orchestrator_pb2.NextRoundRequest(session_id=session.session_id, feedback="bluer"),
+                           timeout=240)
+    empty = []
+    for title, promql in queries:
+        try:
+            wait_for(lambda q=promql: query(prometheus, q), 40, promql)
+        except AssertionError:
+            empty.append((title, promql))
+    assert not empty, f"dashboard queries without data: {empty}"
+    # and the namespace variable's query is valid PromQL
+    dash = json.loads(DASHBOARD.read_text())
+    ns_var = [v for v in dash["templating"]["list"] if v["name"] == "namespace"][0]
+    inner = re.fullmatch(r"label_values\((.+), namespace\)", ns_var["definition"]).group(1)
+    assert query(prometheus, inner)

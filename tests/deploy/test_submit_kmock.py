@@ -210,7 +210,10 @@ def test_bad_arguments_exit_2_before_any_call(tmp_path):
     async def scenario():
         async with Emulated(tmp_path) as k:
             for args, msg in ((["--image", "genir"], "--shards"), (["--shards", 2], "--image"),
-                              (["--shards", 2, "--image", "g", "--run-id", "Bad_Name"], "--run-id")):
+                              (["--shards", 2, "--image", "g", "--run-id", "Bad_Name"], "--run-id"),
+                              # issue 16, problem 6: the token never travels as a Job argument
+                              (["--shards", 2, "--image", "g", "--eval-arg=--token=s3cret"], "--token-secret"),
+                              (["--shards", 2, "--image", "g", "--token-secret", "Bad Secret"], "--token-secret")):
                 rc, out, err = await finish(await k.submit(*args))
                 assert rc == 2 and msg in err, (args, err)
             assert len(k.api) == 0
