@@ -2,7 +2,7 @@
 
 The servicer validates requests against the loaded model's limits and the configured caps,
 turns each request into per-image items (seed, seed+1, ...), hands them to the micro-batcher,
-and encodes the images it gets back. Model code lives in pipeline.py, batching in batching.py.
+and encodes the images it gets back. Model code lives in pipeline.py; the batcher is services/common/batching.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from services.common import config, images, validation
 from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from services.common.server import Service, serve
-from services.generator.batching import Expired, MicroBatcher, QueueFull, ShuttingDown
+from services.common.batching import Expired, MicroBatcher, QueueFull, ShuttingDown
+from services.generator.batching import METRICS
 from services.generator.pipeline import DTYPES, Item, Pipeline
 
 log = logging.getLogger("genir.generator")
@@ -220,8 +221,8 @@ def build(args) -> tuple[Pipeline, MicroBatcher, GeneratorServicer]:
                        drop_t5=args.drop_t5, compile=args.compile, attention_slicing=args.attention_slicing,
                        vae_tiling=args.vae_tiling, batch_invariant=args.batch_invariant,
                        max_sequence_length=args.max_sequence_length)
-    batcher = MicroBatcher(backend.generate_batch, max_batch_size=args.max_batch_size,
-                           max_delay_s=args.max_batch_delay_ms / 1000.0, max_queue=args.max_queue)
+    batcher = MicroBatcher(backend.generate_batch, METRICS, max_batch_size=args.max_batch_size,
+                           max_delay_s=args.max_batch_delay_ms / 1000.0, max_queue=args.max_queue, name=SERVICE)
     return backend, batcher, GeneratorServicer(backend, batcher, args)
 
 

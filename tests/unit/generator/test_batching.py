@@ -11,7 +11,8 @@ import time
 import pytest
 
 from services.common.images import encode_image
-from services.generator.batching import DROPPED, IMAGES, Expired, MicroBatcher, QueueFull, ShuttingDown
+from services.common.batching import Expired, MicroBatcher, QueueFull, ShuttingDown
+from services.generator.batching import DROPPED, IMAGES, METRICS
 from services.generator.pipeline import Item
 
 
@@ -47,7 +48,7 @@ def test_compatible_requests_share_one_call_and_keep_their_outputs():
     rec = Recorder()
 
     async def main():
-        b = MicroBatcher(rec, max_batch_size=8, max_delay_s=0.2, max_queue=16)
+        b = MicroBatcher(rec, METRICS, max_batch_size=8, max_delay_s=0.2, max_queue=16)
         b.start()
         jobs = [b.submit("k", [f"r{i}a", f"r{i}b"] if i == 2 else [f"r{i}"]) for i in range(5)]
         results = await asyncio.gather(*jobs)
@@ -64,7 +65,7 @@ def test_incompatible_keys_never_mix_and_batches_respect_the_size_cap():
     rec = Recorder()
 
     async def main():
-        b = MicroBatcher(rec, max_batch_size=4, max_delay_s=0.2, max_queue=32)
+        b = MicroBatcher(rec, METRICS, max_batch_size=4, max_delay_s=0.2, max_queue=32)
         b.start()
         jobs = [b.submit("A" if i % 3 else "B", [f"{'A' if i % 3 else 'B'}{i}"]) for i in range(12)]
         await asyncio.gather(*jobs)
@@ -81,7 +82,7 @@ def test_lone_request_runs_without_waiting_for_a_full_batch():
     rec = Recorder()
 
     async def main():
-        b = MicroBatcher(rec, max_batch_size=8, max_delay_s=0.01, max_queue=4)
+        b = MicroBatcher(rec, METRICS, max_batch_size=8, max_delay_s=0.01, max_queue=4)
         b.start()
         out, info = await asyncio.wait_for(b.submit("k", ["solo"]), 10)
         await b.close()
@@ -96,7 +97,7 @@ def test_queue_beyond_max_queue_is_refused_and_the_rest_complete():
     rec = Recorder(gate)
 
     async def main():
-        b = MicroBatcher(rec, max_batch_size=1, max_delay_s=0.0, max_queue=3)
+        b = MicroBatcher(rec, METRICS, max_batch_size=1, max_delay_s=0.0, max_queue=3)
         b.start()
         first = asyncio.ensure_future(b.submit("k", ["busy"]))
         await started(rec)  # the worker holds "busy"; the queue is empty again
@@ -121,7 +122,7 @@ def test_request_whose_deadline_passes_in_the_queue_is_not_computed():
     before_dropped = DROPPED.labels("deadline")._value.get()
 
     async def main():
-        b = MicroBatcher(rec, max_batch_size=1, max_delay_s=0.0, max_queue=8)
+        b = MicroBatcher(rec, METRICS, max_batch_size=1, max_delay_s=0.0, max_queue=8)
         b.start()
         first = asyncio.ensure_future(b.submit("k", ["busy"]))
         await started(rec)
@@ -145,7 +146,7 @@ def test_cancelled_caller_is_dropped_before_inference():
     rec = Recorder(gate)
 
     async def main():
-        b = MicroBatcher(rec, max_batch_size=1, max_delay_s=0.0, max_queue=8)
+        b = MicroBatcher(rec, METRICS, max_batch_size=1, max_delay_s=0.0, max_queue=8)
         b.start()
         first = asyncio.ensure_future(b.submit("k", ["busy"]))
         await started(rec)
@@ -166,7 +167,7 @@ def test_pipeline_failure_reaches_every_caller_of_the_batch_and_serving_continue
     rec = Recorder(fail_on="bad")
 
     async def main():
-        b = MicroBatcher(rec, max_batch_size=4, max_delay_s=0.1, max_queue=8)
+        b = MicroBatcher(rec, METRICS, max_batch_size=4, max_delay_s=0.1, max_queue=8)
         b.start()
         res = await asyncio.gather(b.submit("k", ["bad"]), b.submit("k", ["good"]), return_exceptions=True)
         again = await b.submit("k", ["next"])
@@ -182,7 +183,7 @@ def test_real_pipeline_concurrent_requests_batch_and_match_single_runs(sd3):
     items = [Item(f"a painting of a boat, variant {i}", 500 + i, 32, 32, 2, 5.0) for i in range(6)]
 
     async def main():
-        b = MicroBatcher(sd3.generate_batch, max_batch_size=8, max_delay_s=0.5, max_queue=16)
+        b = MicroBatcher(sd3.generate_batch, METRICS, max_batch_size=8, max_delay_s=0.5, max_queue=16)
         b.start()
         res = await asyncio.gather(*(b.submit(it.key(), [it]) for it in items))
         await b.close()
@@ -199,7 +200,7 @@ def test_close_fails_waiting_requests_with_shutting_down():
     rec = Recorder(gate)
 
     async def main():
-        b = MicroBatcher(rec, max_batch_size=1, max_delay_s=0.0, max_queue=8)
+        b = MicroBatcher(rec, METRICS, max_batch_size=1, max_delay_s=0.0, max_queue=8)
         b.start()
         first = asyncio.ensure_future(b.submit("k", ["busy"]))
         await started(rec)
@@ -215,3 +216,21 @@ def test_close_fails_waiting_requests_with_shutting_down():
 
     run(main())
     assert rec.calls == [["busy"]]
+
+
+def test_an_exception_returned_for_one_item_fails_only_its_request():
+    """The retriever's batch function returns a per-query error in place of that query's output."""
+
+    def batch_fn(items):
+        return [ValueError(f"bad {x}") if x == "bad" else f"out:{x}" for x in items]
+
+    async def main():
+        b = MicroBatcher(batch_fn, METRICS, max_batch_size=8, max_delay_s=0.2, max_queue=8)
+        b.start()
+        res = await asyncio.gather(*(b.submit("k", [x]) for x in ("a", "bad", "c")), return_exceptions=True)
+        await b.close()
+        return res
+
+    ok_a, bad, ok_c = run(main())
+    assert ok_a[0] == ["out:a"] and ok_c[0] == ["out:c"] and ok_a[1].batch_size == 3
+    assert isinstance(bad, ValueError) and str(bad) == "bad bad"
