@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from services.common import config, images, validation
+from services.common.batching import Expired, MicroBatcher, QueueFull, ShuttingDown
 from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from services.common.server import Service, serve
-from services.common.batching import Expired, MicroBatcher, QueueFull, ShuttingDown
 from services.generator.batching import METRICS
 from services.generator.pipeline import DTYPES, Item, Pipeline
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from services.common.images import encode_image
 from services.common.batching import Expired, MicroBatcher, QueueFull, ShuttingDown
+from services.common.images import encode_image
 from services.generator.batching import DROPPED, IMAGES, METRICS
 from services.generator.pipeline import Item
 
