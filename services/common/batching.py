@@ -226,3 +226,19 @@ class MicroBatcher:
                 job.future.set_exception(failed)
             else:
                 job.future.set_result((out, BatchInfo(start - job.enqueued, took, len(items))))
+
+
+async def submit_for_call(batcher: MicroBatcher, key: Hashable, items: list, time_remaining: float | None):
+    """`batcher.submit` for a servicer: the call's deadline travels with the request, and the
+    batcher's refusals become the status codes clients retry on."""
+    from services.common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+
+    deadline = time.monotonic() + time_remaining if time_remaining is not None else None
+    try:
+        return await batcher.submit(key, items, deadline)
+    except QueueFull as e:
+        raise ResourceExhausted(str(e)) from None
+    except Expired as e:
+        raise DeadlineExceeded(str(e)) from None
+    except ShuttingDown as e:
+        raise Unavailable(str(e)) from None

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from services.common import config, images, validation
-from services.common.batching import Expired, MicroBatcher, QueueFull, ShuttingDown
-from services.common.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from services.common.batching import MicroBatcher, submit_for_call
+from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
 from services.generator.batching import METRICS
 from services.generator.pipeline import DTYPES, Item, Pipeline
@@ -180,16 +180,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
 
     async def Generate(self, request, context):
         parsed = parse_request(request, self.caps, self.backend.count_tokens)
-        remaining = context.time_remaining()
-        deadline = time.monotonic() + remaining if remaining is not None else None
-        try:
-            pictures, info = await self.batcher.submit(parsed.items[0].key(), parsed.items, deadline)
-        except QueueFull as e:
-            raise ResourceExhausted(str(e)) from None
-        except Expired as e:
-            raise DeadlineExceeded(str(e)) from None
-        except ShuttingDown as e:
-            raise Unavailable(str(e)) from None
+        pictures, info = await submit_for_call(self.batcher, parsed.items[0].key(), parsed.items,
+                                               context.time_remaining())
         start = time.perf_counter()
         encoded = await asyncio.to_thread(lambda: [images.encode_image(p, parsed.fmt, parsed.quality)
                                                    for p in pictures])

@@ -13,12 +13,14 @@ import numpy as np
 
 from genir.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from services.common import config, images, validation
+from services.common.batching import MicroBatcher, submit_for_call
 from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
-from services.retriever.backend import RetrieverBackend, check_weights
+from services.retriever.backend import BATCH_METRICS, EmbedInput, Query, RetrieverBackend, check_weights
 
 MAX_TOP_K = 1000
 MAX_BATCH = 256
+EXACT_BELOW_POINTS = 200_000   # measured crossover on 256-d vectors: benchmarks/bench_search.py
 
 
 def timings(d: dict) -> list:
@@ -41,8 +43,8 @@ def vector_from(msg, field: str) -> np.ndarray:
 
 
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
-    def __init__(self, backend: RetrieverBackend, args):
-        self.backend, self.args = backend, args
+    def __init__(self, backend: RetrieverBackend, batcher: MicroBatcher, args):
+        self.backend, self.batcher, self.args = backend, batcher, args
 
     def _collection(self, name: str, field: str = "collection") -> str:
         name = (name or "").strip() or (self.args.default_collection or "")
@@ -72,8 +74,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
                             w_image, w_text)
         else:
             raise InvalidArgument("query: one of image, text, vector or fusion is required")
-        res = await asyncio.to_thread(self.backend.search, collection, top_k=top_k, target_id=target,
-                                      exact=request.exact, **kw)
+        query = Query(collection, top_k=top_k, target_id=target, exact=request.exact, **kw)
+        (res,), info = await submit_for_call(self.batcher, ("search", collection), [query], context.time_remaining())
+        res.timings = {"queue": info.queue_seconds, **res.timings}
         resp = retriever_pb2.SearchResponse(hits=[hit_proto(h, r) for r, h in enumerate(res.hits)],
                                             timings=timings(res.timings), model=self.backend.model_id,
                                             text_truncated=res.text_truncated, collection_points=res.points)
@@ -83,20 +86,22 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
 
     async def EmbedImages(self, request, context):
         n = validation.int_range(len(request.images), "images (count)", 1, MAX_BATCH)
-        imgs = [self._image(request.images[i], f"images[{i}]") for i in range(n)]
-        vecs, dt = await asyncio.to_thread(self.backend.embed_images, imgs)
-        return self._embed_response(vecs, [], {"embed": dt})
+        imgs = [EmbedInput("image", self._image(request.images[i], f"images[{i}]")) for i in range(n)]
+        return await self._embed(imgs, context)
 
     async def EmbedTexts(self, request, context):
         n = validation.int_range(len(request.texts), "texts (count)", 1, MAX_BATCH)
-        texts = [validation.text(request.texts[i], f"texts[{i}]") for i in range(n)]
-        vecs, trunc, dt = await asyncio.to_thread(self.backend.embed_texts, texts)
-        return self._embed_response(vecs, trunc, {"embed": dt})
+        texts = [EmbedInput("text", validation.text(request.texts[i], f"texts[{i}]")) for i in range(n)]
+        return await self._embed(texts, context)
 
-    def _embed_response(self, vecs, trunc, t):
-        return retriever_pb2.EmbedResponse(vectors=[retriever_pb2.Vector(values=v.tolist()) for v in vecs],
-                                           dim=self.backend.embedder.dim, model=self.backend.model_id,
-                                           truncated=trunc, timings=timings(t))
+    async def _embed(self, inputs: list[EmbedInput], context):
+        """Embeds through the batcher (one tower per batch); texts report truncation, images nothing."""
+        tower = inputs[0].tower
+        outs, info = await submit_for_call(self.batcher, ("embed", tower), inputs, context.time_remaining())
+        return retriever_pb2.EmbedResponse(
+            vectors=[retriever_pb2.Vector(values=v.tolist()) for v, _, _ in outs], dim=self.backend.embedder.dim,
+            model=self.backend.model_id, truncated=[t for _, t, _ in outs] if tower == "text" else [],
+            timings=timings({"queue": info.queue_seconds, "embed": outs[0][2]}))
 
     async def Upsert(self, request_iterator, context):
         collection, indexer, upserted, failed = None, None, 0, []
@@ -158,6 +163,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("hnsw-threshold-kb", default=10_000, type=int,
       help="qdrant-edge: segments above this size get an HNSW index; below it search is a full scan")
     f("hnsw-ef", default=None, type=int, help="HNSW search breadth (default: the engine's)")
+    f("exact-below-points", default=EXACT_BELOW_POINTS, type=int,
+      help="collections of at most this many points answer approximate queries exactly too (faster there, "
+      "recall 1; 0 = always HNSW); see benchmarks/results/search.json")
+    f("max-batch-delay-ms", default=2.0, type=float,
+      help="longest wait for concurrent Search/Embed calls to join a batch, ms")
+    f("max-queue", default=256, type=int, help="calls waiting for a batch before RESOURCE_EXHAUSTED")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -167,9 +178,26 @@ def main(args: argparse.Namespace) -> int:
         print("genir serve retriever: --model is required", flush=True)
         return 2
     backend = RetrieverBackend(args)
-    servicer = RetrieverServicer(backend, args)
+    batcher = build_batcher(backend, args)
+    servicer = RetrieverServicer(backend, batcher, args)
     svc = Service("genir.v1.Retriever", retriever_pb2_grpc.add_RetrieverServicer_to_server, servicer)
-    return asyncio.run(serve(args, [svc], load=lambda: asyncio.to_thread(backend.load), close=backend.close))
+
+    async def load():
+        await asyncio.to_thread(backend.load)
+        batcher.start()
+
+    async def close():
+        await batcher.close()
+        backend.close()
+
+    return asyncio.run(serve(args, [svc], load=load, close=close))
+
+
+def build_batcher(backend: RetrieverBackend, args) -> MicroBatcher:
+    """One batcher for every model call, so one forward pass runs at a time; a batch holds
+    up to --batch-size queries or inputs of one kind (searches of one collection, or one tower)."""
+    return MicroBatcher(backend.run_batch, BATCH_METRICS, max_batch_size=args.batch_size,
+                        max_delay_s=args.max_batch_delay_ms / 1000.0, max_queue=args.max_queue, name="retriever")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -174,6 +175,38 @@ def test_bad_input_gives_clear_errors_and_server_keeps_serving(blip):
     assert health_status(t) == 1 and blip["proc"].alive()
     ok = grpcurl(t, f"{SVC}/Search", data={"collection": "coco", "text": "a red dog", "topK": 3})
     assert ok.returncode == 0 and len(json.loads(ok.stdout)["hits"]) == 3
+
+
+def test_concurrent_searches_share_batches_and_keep_their_own_answers(blip):
+    """16 calls at once: each gets what it gets alone; a bad one fails alone; batches form."""
+    stub, paths = blip["stub"], blip["corpus"]["paths"]
+
+    def request(i):
+        if i == 5:
+            return retriever_pb2.SearchRequest(collection="coco", text="a dog", target_id="99999")
+        if i % 2:
+            return retriever_pb2.SearchRequest(collection="coco", text=f"a shape number {i}", target_id=str(i), top_k=3)
+        return retriever_pb2.SearchRequest(collection="coco", image=image_msg(blip["corpus"]["root"] / paths[i]),
+                                           target_id=str(i), top_k=5)
+
+    def call(i):
+        try:
+            r = stub.Search(request(i), timeout=60)
+        except grpc.RpcError as e:
+            return e.code()
+        return [h.id for h in r.hits], r.target_rank, {t.stage for t in r.timings}
+
+    before = sample_sum(scrape(blip["mport"]), "genir_retriever_batch_size_count")
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(call, range(16)))
+    after = scrape(blip["mport"])
+    alone = [call(i) for i in range(16)]
+    assert together[5] == alone[5] == grpc.StatusCode.NOT_FOUND
+    for i in set(range(16)) - {5}:
+        assert together[i][:2] == alone[i][:2], i
+        assert together[i][2] >= {"queue", "embed", "search", "rank"}
+    batches = sample_sum(after, "genir_retriever_batch_size_count") - before
+    assert 1 <= batches < 16, "16 concurrent calls ran one batch each: nothing was batched"
 
 
 def test_metrics(blip):
