@@ -100,8 +100,7 @@ class RetrieverBackend:
         a = self.args
         self.embedder = load_embedder(a.model, image_size=a.image_size, text_max_tokens=a.text_max_tokens,
                                       device=a.device, batch_size=a.batch_size)
-        self.store = open_store(a.store_path, a.qdrant_url, indexing_threshold_kb=a.hnsw_threshold_kb,
-                                full_scan_threshold_kb=a.hnsw_threshold_kb, hnsw_ef=a.hnsw_ef)
+        self.open_store()
         for name in self.store.collections():
             try:
                 COLLECTION_POINTS.labels(name).set(self.store.count(name))
@@ -109,6 +108,11 @@ class RetrieverBackend:
                 log.warning("collection %s: %s", name, e)
         log.info("retriever ready: %s (dim %d) on %s, store %s", self.embedder.model_id, self.embedder.dim,
                  self.embedder.device, self.store.engine)
+
+    def open_store(self) -> None:
+        a = self.args
+        self.store = open_store(a.store_path, a.qdrant_url, indexing_threshold_kb=a.hnsw_threshold_kb,
+                                full_scan_threshold_kb=a.hnsw_threshold_kb, hnsw_ef=a.hnsw_ef)
 
     def close(self) -> None:
         if self.store is not None:
@@ -145,11 +149,6 @@ class RetrieverBackend:
         return [(v, t, dt) for v, t in zip(vecs, trunc, strict=True)]
 
     # -- search -------------------------------------------------------------------------------
-    def _meta_for_model(self, collection: str):
-        meta = self.store.meta(collection)
-        self.store.check_model(meta, self.embedder.model_id, self.embedder.dim)
-        return meta
-
     def search(self, collection: str, *, image=None, text: str | None = None, vector: np.ndarray | None = None,
                fusion: tuple | None = None, top_k: int = 10, target_id: int | None = None,
                exact: bool = False) -> SearchResult:
@@ -167,7 +166,7 @@ class RetrieverBackend:
         start = time.perf_counter()
         collection = queries[0].collection
         assert all(q.collection == collection for q in queries), "one collection per batch"
-        out: list = [self._check(q) for q in queries]
+        out: list = self._validate(collection, queries)
         live = [i for i, r in enumerate(out) if r is None]
         for i in live:
             out[i] = SearchResult(hits=[])
@@ -191,21 +190,30 @@ class RetrieverBackend:
             SEARCH_SECONDS.labels(q.mode, str(bool(out[i].exact or q.fusion is not None)).lower()).observe(took)
         return out
 
-    def _check(self, q: Query) -> Exception | None:
-        """The per-query checks (model, dimension, target); returns the error instead of raising."""
+    def _validate(self, collection: str, queries: list[Query]) -> list[Exception | None]:
+        """The per-query checks (collection, model, dimension, target), with one metadata read and
+        one target lookup for the batch; a failing query gets its error, the others None."""
         try:
-            if q.vector is not None:
-                meta = self.store.meta(q.collection)
-                if q.vector.shape[0] != meta.dim:
-                    raise FailedPrecondition(f"vector: {q.vector.shape[0]} values, but collection {q.collection!r} "
-                                             f"holds {meta.dim}-d vectors of {meta.model}")
-            else:
-                self._meta_for_model(q.collection)
-            if q.target_id is not None:
-                self._check_target(q.collection, q.target_id)
+            meta = self.store.meta(collection)
         except ServiceError as e:
-            return e
-        return None
+            return [e] * len(queries)
+        targets = {q.target_id for q in queries if q.target_id is not None}
+        present = set(self.store.payloads(collection, sorted(targets))) if targets else set()
+        errors: list[Exception | None] = []
+        for q in queries:
+            try:
+                if q.vector is not None:
+                    if q.vector.shape[0] != meta.dim:
+                        raise FailedPrecondition(f"vector: {q.vector.shape[0]} values, but collection {collection!r} "
+                                                 f"holds {meta.dim}-d vectors of {meta.model}")
+                else:
+                    self.store.check_model(meta, self.embedder.model_id, self.embedder.dim)
+                if q.target_id is not None and q.target_id not in present:
+                    raise NotFound(f"target_id: {q.target_id} is not in collection {collection!r}")
+                errors.append(None)
+            except ServiceError as e:
+                errors.append(e)
+        return errors
 
     def _embed_queries(self, queries: list[Query]) -> tuple[float, dict]:
         """Each query's vector (fusion: an (image, text) pair), with both towers run once for all."""
@@ -292,10 +300,6 @@ class RetrieverBackend:
             t = time.perf_counter()
             res.target_rank = rank_of(ids, fused, q.target_id)
             res.timings["rank"] = time.perf_counter() - t
-
-    def _check_target(self, collection: str, target_id: int) -> None:
-        if not self.store.payloads(collection, [target_id]):
-            raise NotFound(f"target_id: {target_id} is not in collection {collection!r}")
 
     # -- writes -------------------------------------------------------------------------------
     def indexer(self, collection: str) -> Indexer:

@@ -20,7 +20,10 @@ from services.retriever.backend import BATCH_METRICS, EmbedInput, Query, Retriev
 
 MAX_TOP_K = 1000
 MAX_BATCH = 256
-EXACT_BELOW_POINTS = 200_000   # measured crossover on 256-d vectors: benchmarks/bench_search.py
+# Measured on the bench data (benchmarks/results/search.json): ef 512 reaches top-10 recall >= 0.95;
+# exact search is faster than that below the crossover size.
+HNSW_EF = 512
+EXACT_BELOW_POINTS = 20_000
 
 
 def timings(d: dict) -> list:
@@ -162,7 +165,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("device", default=None, help="torch device (default: cuda when present)")
     f("hnsw-threshold-kb", default=10_000, type=int,
       help="qdrant-edge: segments above this size get an HNSW index; below it search is a full scan")
-    f("hnsw-ef", default=None, type=int, help="HNSW search breadth (default: the engine's)")
+    f("hnsw-ef", default=HNSW_EF, type=int,
+      help="HNSW search breadth (the engine's own default reaches top-10 recall 0.63 on the bench data)")
     f("exact-below-points", default=EXACT_BELOW_POINTS, type=int,
       help="collections of at most this many points answer approximate queries exactly too (faster there, "
       "recall 1; 0 = always HNSW); see benchmarks/results/search.json")
