@@ -123,3 +123,38 @@ def sd35_medium_pipeline(dtype=None, device="cpu", with_t5: bool = True, seed: i
             if isinstance(component, torch.nn.Module):
                 _cast_float_buffers(component, dtype)
     return pipe
+
+
+# ------------------------------------------------------------------------------ BLIP-base (retriever)
+# Salesforce/blip-itm-base-coco: ViT-B/16 image tower, BERT-base text tower with cross-attention,
+# 256-d ITC projections. GenIR/ChatIR run it at 224 px (197 image tokens).
+BLIP_BASE_VISION = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                        image_size=384, patch_size=16)
+BLIP_BASE_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                      encoder_hidden_size=768, vocab_size=30524, max_position_embeddings=512)
+BLIP_BASE_EMBED_DIM = 256
+
+
+def build_blip_base(path, seed: int = 0):
+    """Write a BLIP-base-shaped image-text retrieval folder (random weights, local tokenizer) to ``path``."""
+    from pathlib import Path
+
+    from transformers import BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor
+
+    from ._common import seeded
+    from .retrievers import _blip_tokenizer
+
+    path = Path(path)
+    tok = _blip_tokenizer()
+    config = BlipConfig(
+        text_config=dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.sep_token_id,
+                         sep_token_id=tok.sep_token_id, **BLIP_BASE_TEXT),
+        vision_config=dict(initializer_range=0.02, **BLIP_BASE_VISION),
+        image_text_hidden_size=BLIP_BASE_EMBED_DIM, projection_dim=BLIP_BASE_EMBED_DIM)
+    with seeded(seed):
+        model = BlipForImageTextRetrieval(config).eval()
+    size = BLIP_BASE_VISION["image_size"]
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": size, "width": size}), tokenizer=tok
+                  ).save_pretrained(path)
+    model.save_pretrained(path)
+    return path
