@@ -307,6 +307,40 @@ def test_metrics_count_tokens_and_calls(refiner):
 
 
 # ---------------------------------------------------------------------- keep last: kills Triton
+def image_cache_counts(triton) -> dict[str, float]:
+    """The model's image-cache counters on Triton's metrics port, once they stop moving."""
+    def read():
+        with urllib.request.urlopen(triton.metrics_url, timeout=5) as r:
+            text = r.read().decode()
+        return {k: sample_sum(text, "genir_gemma3_image_cache_total", result=k) for k in ("hit", "miss")}
+
+    last = read()
+    for _ in range(20):
+        time.sleep(0.1)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def test_a_dialogs_target_is_decoded_once(refiner, triton):
+    """Caption, then two compare + refine rounds: the target goes to Triton five times and is
+    decoded once; each rendering once. Counted by the model itself on Triton's metrics port."""
+    stub, _, _, _ = refiner
+    target, shown = image(png((11, 222, 33), size=(60, 44))), [image(png((90, 90, 250 - i))) for i in range(2)]
+    before = image_cache_counts(triton)
+    caption = stub.Caption(refiner_pb2.CaptionRequest(target=target, sampling=sampling())).text or "x"
+    for gen in shown:
+        fb = stub.Compare(refiner_pb2.CompareRequest(target=target, generated=gen, caption=caption,
+                                                     sampling=sampling())).text or "y"
+        caption = stub.Refine(refiner_pb2.RefineRequest(caption=caption, feedback=fb, target=target,
+                                                        sampling=sampling())).text or "x"
+    after = image_cache_counts(triton)
+    assert after["miss"] - before["miss"] == 3          # the target and two renderings, once each
+    assert after["hit"] - before["hit"] == 4            # the target's four later trips
+
+
 def test_triton_killed_gives_unavailable_then_recovers_after_restart(refiner, triton, tmp_path):
     stub, target, _, _ = refiner
     request = refiner_pb2.CaptionRequest(target=image(RED), sampling=sampling(seed=21))
