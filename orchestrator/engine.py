@@ -73,10 +73,17 @@ class DialogState:
     index: int = 0
     deadline: float | None = None               # absolute time.monotonic()
     timings: list = field(default_factory=list)
+    backend_timings: list = field(default_factory=list)
+    prompt_truncated: bool = False
     last: Last | None = None
 
     def begin(self, index: int, deadline: float | None) -> None:
         self.index, self.deadline, self.timings = index, deadline, []
+        self.backend_timings, self.prompt_truncated = [], False
+
+    def record_backend(self, stage: str, timings) -> None:
+        """A backend's own timings of one call, kept as "<stage>.<its stage>"."""
+        self.backend_timings += [common_pb2.Timing(stage=f"{stage}.{t.stage}", seconds=t.seconds) for t in timings]
 
     def seed(self, stage: str = "round") -> int:
         return derive_seed(self.base_seed, self.key, self.index, stage)
@@ -244,7 +251,8 @@ class Engine:
             query = st.last.query
         shown: Shown = await mode.show(st, query)
         rnd = orchestrator_pb2.Round(index=st.index, query=query, feedback=step.feedback, hits=shown.hits,
-                                     timings=st.timings, seed=st.seed(), prompt_id=step.prompt_id)
+                                     timings=st.timings, seed=st.seed(), prompt_id=step.prompt_id,
+                                     backend_timings=st.backend_timings, prompt_truncated=st.prompt_truncated)
         if shown.image is not None:
             rnd.generated.CopyFrom(shown.image)
         if shown.target_rank is not None:
@@ -278,6 +286,8 @@ class Engine:
         req.truncate_prompt = True
         with st.stage("generate"):
             resp = await self.backends.generator.call("Generate", req, deadline=st.deadline)
+        st.record_backend("generate", resp.timings)
+        st.prompt_truncated = st.prompt_truncated or resp.prompt_truncated
         if not resp.images:
             raise FailedPrecondition("generator: Generate returned no image")
         return resp.images[0]
@@ -287,11 +297,15 @@ class Engine:
         if st.target_id is not None:
             req.target_id = st.target_id
         with st.stage("retrieve"):
-            return await self.backends.retriever.call("Search", req, deadline=st.deadline)
+            resp = await self.backends.retriever.call("Search", req, deadline=st.deadline)
+        st.record_backend("retrieve", resp.timings)
+        return resp
 
     async def refiner(self, stage: str, method: str, st: DialogState, req) -> refiner_pb2.RefinerResponse:
         with st.stage(stage):
-            return await self.backends.refiner.call(method, req, deadline=st.deadline)
+            resp = await self.backends.refiner.call(method, req, deadline=st.deadline)
+        st.record_backend(stage, resp.timings)
+        return resp
 
     def _deadline(self, outer: float | None) -> float:
         own = time.monotonic() + self.round_timeout

@@ -94,7 +94,7 @@ class GetImageRequest(_message.Message):
     def __init__(self, ref: _Optional[str] = ...) -> None: ...
 
 class Round(_message.Message):
-    __slots__ = ("index", "query", "generated", "hits", "feedback", "timings", "target_rank", "seed", "session_id", "prompt_id")
+    __slots__ = ("index", "query", "generated", "hits", "feedback", "timings", "target_rank", "seed", "session_id", "prompt_id", "backend_timings", "prompt_truncated")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     GENERATED_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,8 @@ class Round(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     index: int
     query: str
     generated: _common_pb2.Image
@@ -115,7 +117,9 @@ class Round(_message.Message):
     seed: int
     session_id: str
     prompt_id: str
-    def __init__(self, index: _Optional[int] = ..., query: _Optional[str] = ..., generated: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[_common_pb2.Hit, _Mapping]]] = ..., feedback: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ..., target_rank: _Optional[int] = ..., seed: _Optional[int] = ..., session_id: _Optional[str] = ..., prompt_id: _Optional[str] = ...) -> None: ...
+    backend_timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Timing]
+    prompt_truncated: bool
+    def __init__(self, index: _Optional[int] = ..., query: _Optional[str] = ..., generated: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[_common_pb2.Hit, _Mapping]]] = ..., feedback: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ..., target_rank: _Optional[int] = ..., seed: _Optional[int] = ..., session_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., backend_timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ..., prompt_truncated: _Optional[bool] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("session_id", "mode", "options", "rounds", "created_at", "expires_at")

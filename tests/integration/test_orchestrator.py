@@ -77,6 +77,10 @@ def test_session_over_grpcurl_survives_restart(stack):
     assert sess["mode"] == "genir" and len(sess["rounds"]) == 1
     r0 = sess["rounds"][0]
     assert r0["generated"]["ref"] and len(r0["hits"]) == 5 and "target_rank" not in r0
+    assert not r0.get("prompt_truncated") and {"generate.inference", "retrieve.embed"} <= {
+        t["stage"] for t in r0["backend_timings"]}
+    rc, long, out = call(stack, "CreateSession", {"query": "a small red kite " * 120, "options": ref})
+    assert rc == 0 and long["rounds"][0]["prompt_truncated"] is True, out.stderr  # rendered from its head
 
     rc, r1, out = call(stack, "NextRound", {"session_id": sid, "feedback": "the kite should be blue"})
     assert rc == 0, out.stderr
@@ -137,8 +141,14 @@ def test_run_dialog_calls_per_mode(stack, mode):
         assert r.query.strip() and len(r.hits) == 10 and r.HasField("target_rank")
         assert 0 <= r.target_rank < N_IMAGES
         assert r.seed > 0
+    backend = [{t.stage for t in r.backend_timings} for r in rounds]
+    assert all({"retrieve.queue", "retrieve.search", "retrieve.rank"} <= b for b in backend), backend
     if mode in ("genir", "hybrid"):
         assert all(r.generated.mime_type == "image/png" and r.generated.data for r in rounds)
+        assert all({"generate.queue", "generate.inference", "generate.encode", "retrieve.embed"} <= b
+                   for b in backend), backend
+    if mode != "chatir":
+        assert any(s.endswith(".triton") for s in backend[0] | backend[1]), backend
     elif mode == "prediction":  # the top-1 retrieved corpus image is what was shown
         for r in rounds:
             path = stack.image_root / r.hits[0].payload["path"]
