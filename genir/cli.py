@@ -16,6 +16,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("serve", "refiner"): ("services.refiner.server", "caption/compare/refine service (talks to Triton)"),
     ("serve", "retriever"): ("services.retriever.server", "embedding + Qdrant search service"),
     ("serve", "orchestrator"): ("orchestrator.server", "dialog rounds, sessions, evaluation API"),
+    ("serve", "web"): ("genir.web.app", "web page for searching a collection by description (talks to the orchestrator)"),
     ("serve", "triton"): ("services.refiner.triton_launcher", "local Triton server with the Gemma-3 model"),
     ("tiny-models", "build"): ("genir.tiny_models.cli", "build tiny random HF checkpoints for tests/demo"),
     ("index",): ("services.retriever.indexer", "embed a ChatIR-format corpus into a collection"),

@@ -41,9 +41,10 @@ from services.common.ports import free_port
 
 log = logging.getLogger("genir.up")
 
-ORDER = ("triton", "generator", "retriever", "refiner", "orchestrator")
+ORDER = ("triton", "generator", "retriever", "refiner", "orchestrator", "web")
+CORE = ORDER[:5]                 # the gRPC services; the web page is opt-in for Stack, on for `genir up`
 DEFAULT_PORTS = {"orchestrator": (50050, 9100), "generator": (50051, 9101), "refiner": (50052, 9102),
-                 "retriever": (50053, 9103), "triton": (8001, 8002)}
+                 "retriever": (50053, 9103), "triton": (8001, 8002), "web": (8080, -1)}
 TRITON_HTTP_DEFAULT = 8000
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = ROOT / "services" / "refiner" / "triton"
@@ -108,7 +109,7 @@ class Stack:
 
     def __init__(self, models: str | Path, workdir: str | Path, *, corpus: str | Path | None = None,
                  image_root: str | Path | None = None, collection: str = "demo", ports: str | dict = "default",
-                 services: tuple[str, ...] = ORDER, auth_token: str | None = None,
+                 services: tuple[str, ...] = CORE, auth_token: str | None = None,
                  orchestrator_args: list[str] | None = None, extra_args: dict[str, list[str]] | None = None,
                  startup_timeout: float = 300.0, env: dict | None = None, retriever_model: str = "blip",
                  health_tls: dict[str, tuple[str | None, str | None, str | None]] | None = None):
@@ -176,9 +177,11 @@ class Stack:
                 cmd += ["--corpus", str(self.corpus)]
             if self.image_root:
                 cmd += ["--image-root", str(self.image_root)]
-            if self.auth_token:
-                cmd += ["--auth-token", self.auth_token]
             cmd += list(map(str, self.orchestrator_args))
+        elif name == "web":
+            cmd = self._genir("serve", "web", "--host", "127.0.0.1", "--port", port,
+                              "--orchestrator", self.target("orchestrator"))
+            ready_url = f"http://127.0.0.1:{port}/"
         else:
             raise ValueError(f"unknown service {name!r}; expected one of {ORDER}")
         cmd += list(map(str, self.extra_args.get(name, [])))
@@ -190,11 +193,24 @@ class Stack:
                        creds=creds)
 
     # ------------------------------------------------------------------ start / stop
+    def service_env(self, name: str) -> dict:
+        """The child's environment: secrets travel here, never in argv (visible in `ps`)."""
+        env = dict(self.env)
+        if self.auth_token and name == "orchestrator":
+            # GENIR_AUTH_TOKEN is the agreed name; the flag's own env fallback works in every version
+            env.update(GENIR_AUTH_TOKEN=self.auth_token, GENIR_ORCHESTRATOR_AUTH_TOKEN=self.auth_token)
+        if self.auth_token and name == "web":
+            env["GENIR_WEB_ORCHESTRATOR_TOKEN"] = self.auth_token
+        return env
+
+    def url(self, name: str = "web") -> str:
+        return f"http://127.0.0.1:{self.ports[name][0]}/"
+
     def _spawn(self, name: str) -> Service:
         svc = self.command(name)
         svc.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(svc.log_path, "ab") as out:
-            svc.popen = subprocess.Popen(svc.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+            svc.popen = subprocess.Popen(svc.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.service_env(name),
                                          cwd=ROOT, start_new_session=True)
         log.info("started %s (pid %d): %s", name, svc.popen.pid, " ".join(svc.cmd[2:]))
         with self._lock:
@@ -233,6 +249,8 @@ class Stack:
             self._wait(first, deadline)
             if "orchestrator" in names:
                 self._wait([self._spawn("orchestrator")], deadline)
+            if "web" in names:
+                self._wait([self._spawn("web")], deadline)
         except BaseException:
             self.stop(names)
             raise
