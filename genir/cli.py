@@ -19,7 +19,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("serve", "web"): ("genir.web.app", "web page for searching a collection by description (talks to the orchestrator)"),
     ("serve", "triton"): ("services.refiner.triton_launcher", "local Triton server with the Gemma-3 model"),
     ("tiny-models", "build"): ("genir.tiny_models.cli", "build tiny random HF checkpoints for tests/demo"),
-    ("index",): ("services.retriever.indexer", "embed a ChatIR-format corpus into a collection"),
+    ("index",): ("genir.index_cli", "embed a corpus (a folder of photos or a ChatIR list) into a collection"),
     ("eval", "run"): ("orchestrator.evaluation.cli", "run a benchmark evaluation (also: genir eval ...)"),
     ("eval", "merge"): ("orchestrator.evaluation.merge", "merge shard/mode result folders"),
     ("eval", "compare"): ("orchestrator.evaluation.compare", "side-by-side table of modes per round"),

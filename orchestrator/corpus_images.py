@@ -68,6 +68,9 @@ class CorpusImages:
     """Reads corpus photos under `root`; thumbnails are cached (LRU, at most `cache_bytes`)."""
 
     def __init__(self, root: str | Path | None, cache_bytes: int = CACHE_BYTES):
+        from genir.corpus_folder import register_heif
+
+        register_heif()  # HEIC photos in folders given as corpora
         self.root = Path(root) if root else None
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[tuple[str, int], Picture] = OrderedDict()
