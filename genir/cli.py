@@ -18,6 +18,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("serve", "orchestrator"): ("orchestrator.server", "dialog rounds, sessions, evaluation API"),
     ("serve", "web"): ("genir.web.app", "web page for searching a collection by description (talks to the orchestrator)"),
     ("serve", "triton"): ("services.refiner.triton_launcher", "local Triton server with the Gemma-3 model"),
+    ("models", "check"): ("genir.models_check", "check a models folder and print what each service will load"),
     ("tiny-models", "build"): ("genir.tiny_models.cli", "build tiny random HF checkpoints for tests/demo"),
     ("index",): ("genir.index_cli", "embed a corpus (a folder of photos or a ChatIR list) into a collection"),
     ("eval", "run"): ("orchestrator.evaluation.cli", "run a benchmark evaluation (also: genir eval ...)"),
@@ -28,7 +29,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("orchestrator.demo", "end-to-end demo on tiny models"),
 }
 
-GROUP_HELP = {"serve": "run one service", "tiny-models": "tiny model checkpoints",
+GROUP_HELP = {"serve": "run one service", "tiny-models": "tiny model checkpoints", "models": "model folders",
               "eval": "batch evaluation (genir eval --queries ... runs one)"}
 
 
