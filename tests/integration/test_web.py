@@ -198,3 +198,29 @@ def test_api_errors_are_clear_and_images_come_through_grpc(stack):
     assert max(Image.open(io.BytesIO(body)).size) == 48
     code, ctype, body = http(stack, "/img/corpus/1?max_side=0")
     assert code == 200 and body == (stack.image_root / json.loads(stack.corpus.read_text())[1]).read_bytes()
+
+
+def test_grpcurl_json_has_explicit_ranks_rfc3339_times_and_corpus_photos(stack):
+    import base64
+    import re
+
+    from tests.support.procs import grpcurl
+
+    auth = ["-H", f"authorization: Bearer {TOKEN}"]
+    out = grpcurl(stack.target("orchestrator"), "genir.v1.Orchestrator/CreateSession", extra=auth, timeout=WAIT,
+                  data={"query": "a blue square", "options": {"image_delivery": "IMAGE_DELIVERY_REFERENCE"}})
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    hits = s["rounds"][0]["hits"]
+    assert [h["rank"] for h in hits] == list(range(10))                 # rank 0 is printed, not omitted
+    rfc3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"
+    assert re.match(rfc3339, s["created"]) and re.match(rfc3339, s["expires"]) and s["created"] < s["expires"]
+    out = grpcurl(stack.target("orchestrator"), "genir.v1.Orchestrator/GetCorpusImage", extra=auth,
+                  data={"id": hits[0]["id"], "max_side": 32})
+    assert out.returncode == 0, out.stderr
+    img = json.loads(out.stdout)
+    assert img["mime_type"] == "image/jpeg" and max(img["width"], img["height"]) == 32
+    assert base64.b64decode(img["data"])[:2] == b"\xff\xd8"
+    out = grpcurl(stack.target("orchestrator"), "genir.v1.Orchestrator/GetCorpusImage",
+                  data={"id": hits[0]["id"], "max_side": 32})
+    assert out.returncode == 64 + 16 and json.loads(out.stderr)["code"] == 16      # UNAUTHENTICATED
