@@ -517,6 +517,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("free-ports", default=False, bool_flag=True, help="pick free ports instead of the defaults")
     f("ports", default="", help="NAME=PORT[:METRICS_PORT],... over the defaults or free ports (e.g. web=8088)")
     f("web", default=True, bool_flag=True, help="also serve the web page (genir serve web)")
+    parser.add_argument("--service-flags", action="append", default=[], metavar="NAME=FLAGS",
+                        help="extra flags for one service, e.g. generator='--drop-t5 --dtype float16' (repeatable)")
     f("max-restarts", default=5, type=int, help="restarts of one crashed service within 10 min before giving up")
     f("log-level", default="INFO", help="logging level")
 
@@ -530,6 +532,18 @@ def parse_ports(text: str, base: dict) -> dict:
         if name not in ORDER or not port.isdecimal() or (mport and not mport.isdecimal()):
             raise ValueError(f"--ports {item!r}: expected NAME=PORT[:METRICS_PORT] with NAME one of {', '.join(ORDER)}")
         out[name] = (int(port), int(mport) if mport else out[name][1])
+    return out
+
+
+def parse_service_flags(items: list[str]) -> dict[str, list[str]]:
+    import shlex
+
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, _, flags = item.partition("=")
+        if name not in ORDER or not flags.strip():
+            raise ValueError(f"--service-flags {item!r}: expected NAME=FLAGS with NAME one of {', '.join(ORDER)}")
+        out.setdefault(name, []).extend(shlex.split(flags))
     return out
 
 
@@ -566,10 +580,15 @@ def main(args) -> int:
         print(f"genir up: {problem}", file=sys.stderr)
         return 2
     names = CORE + (("web",) if args.web else ())
+    try:
+        extra = parse_service_flags(args.service_flags)
+    except ValueError as e:
+        print(f"genir up: {e}", file=sys.stderr)
+        return 2
     stack = Stack(args.models, args.workdir, corpus=corpus, image_root=image_root, collection=args.collection,
                   ports="free" if args.free_ports else "default", services=names, auth_token=token,
                   startup_timeout=args.startup_timeout, retriever_model=args.retriever_model, console=True,
-                  parent_death=True)
+                  parent_death=True, extra_args=extra)
     try:
         stack.ports = parse_ports(args.ports, stack.ports)
     except ValueError as e:
