@@ -1,6 +1,7 @@
 """`genir up`: every genir service as a local process, started health-checked and stopped cleanly.
 
-    genir up --models .cache/tiny-models --workdir .cache/up --corpus C.json --image-root IMGS --collection demo
+    genir up --corpus ~/photos                      # a folder of photos; prints the web page's URL
+    genir up --models DIR --workdir DIR --corpus C.json --image-root IMGS --collection demo
 
 Python API (the demo, tests and benchmarks use it):
 
@@ -10,11 +11,17 @@ Python API (the demo, tests and benchmarks use it):
         stack.kill("generator"); stack.start(["generator"])   # fault injection / restart
         stack.restart("triton")           # kill -9 (whole process tree) and start on the same ports
 
-Start order: Triton, generator and retriever together (with `genir index` first when a corpus is
-given: the embedded Qdrant store is single-process, so indexing runs before the retriever opens
-it), then the refiner once Triton is ready, then the orchestrator. Every start has a hard
-deadline and fails at once, with the log tail, when its process exits. Stop: SIGTERM in reverse
-order (each service drains), SIGKILL after a grace period.
+Start order: every port checked free first; `genir index` when a corpus is given (the embedded
+Qdrant store is single-process, so indexing runs before the retriever opens it; no deadline);
+then Triton, generator and retriever together, the refiner once Triton is ready, the
+orchestrator, and the web page (`services=ORDER`). Every service start has a hard deadline and
+fails at once, with the log tail, when its process exits. Stop: SIGTERM in reverse order (each
+service drains), SIGKILL after a grace period.
+
+The command adds what a person at a terminal needs: early one-line input errors, the index
+progress on the console, Ctrl-C/SIGTERM/SIGHUP stopping everything at once (also during
+start-up), a parent-death signal in every child, and a Supervisor that restarts a crashed
+service with bounded exponential backoff while the others keep serving.
 """
 
 from __future__ import annotations
