@@ -186,7 +186,7 @@ class Stack:
         self.store_path = self.workdir / "qdrant"
         self.db_path = self.workdir / "sessions.sqlite"
         if ports == "free":
-            self.ports = {n: (free_port(), free_port()) for n in ORDER}
+            self.ports = {n: (free_port(), free_port() if n != "web" else -1) for n in ORDER}
             self.triton_http = free_port()
         elif ports == "default":
             self.ports, self.triton_http = dict(DEFAULT_PORTS), TRITON_HTTP_DEFAULT
@@ -608,8 +608,8 @@ def main(args) -> int:
     try:
         stack.start()
         for name in stack.names:
-            log.info("%-12s %s  metrics :%d  log %s", name, stack.target(name), stack.metrics_port(name),
-                     stack.services[name].log_path)
+            metrics = f"metrics :{stack.metrics_port(name)}" if stack.metrics_port(name) > 0 else "no metrics"
+            log.info("%-12s %s  %s  log %s", name, stack.target(name), metrics, stack.services[name].log_path)
         if "web" in stack.names:
             print(f"genir up: web page on {stack.url()}", flush=True)
         print(f"genir up: all services ready (orchestrator {stack.target('orchestrator')}); Ctrl-C stops them",
