@@ -203,3 +203,16 @@ def test_genir_index_takes_a_folder_and_refuses_bad_input_in_one_line(tmp_path, 
     from genir.corpus_folder import resolve_corpus
     listed, root, n = resolve_corpus(photos, None, tmp_path / "list.json")
     assert n == 13 and root == photos.resolve() and json.loads(listed.read_text())[0] == "home/unlabeled2017/000000000008.jpg"
+
+
+def test_genir_index_embeds_a_folder(tiny_models, tmp_path):
+    photos = photo_folder(tmp_path / "photos")
+    out = subprocess.run([sys.executable, "-m", "genir.cli", "index", "--corpus", str(photos), "--model",
+                          str(tiny_models / "clip"), "--collection", "pics", "--store-path", str(tmp_path / "q"),
+                          "--corpus-out", str(tmp_path / "pics.json"), "--no-progress"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"13 images, list {tmp_path / 'pics.json'}, image root {photos.resolve()}" in out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["corpus"] == 13 and summary["embedded"] == 13 and summary["failed"] == 0
+    assert json.loads((tmp_path / "pics.json").read_text()) == sorted(json.loads((tmp_path / "pics.json").read_text()))

@@ -224,3 +224,22 @@ def test_grpcurl_json_has_explicit_ranks_rfc3339_times_and_corpus_photos(stack):
     out = grpcurl(stack.target("orchestrator"), "genir.v1.Orchestrator/GetCorpusImage",
                   data={"id": hits[0]["id"], "max_side": 32})
     assert out.returncode == 64 + 16 and json.loads(out.stderr)["code"] == 16      # UNAUTHENTICATED
+
+
+def test_a_page_without_the_orchestrators_token_says_so(stack):
+    from starlette.testclient import TestClient
+
+    from genir.client import Client
+    from genir.web.app import make_app
+
+    with TestClient(make_app(lambda: Client(stack.target("orchestrator")))) as page:
+        r = page.post("/api/sessions", json={"query": "a red kite"})
+        assert r.status_code == 502 and r.json()["error"].startswith("UNAUTHENTICATED: authorization")
+        r = page.get("/img/corpus/1?max_side=64")
+        assert r.status_code == 502
+    with TestClient(make_app(lambda: Client(stack.target("orchestrator"), token=TOKEN))) as page:
+        r = page.get("/img/corpus/1?max_side=64")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        assert page.post("/api/sessions", content=b"{not json").status_code == 400
+        r = page.post("/api/sessions/x/rounds", json={"query": "a", "feedback": "b"})
+        assert r.status_code == 400 and "not both" in r.json()["error"]
