@@ -303,20 +303,27 @@ class Stack:
             out.append((self.triton_http, "triton HTTP"))
         return out
 
-    def check_ports(self, names) -> None:
-        """Fail before anything starts (and before any health check could reach another stack)."""
-        taken = [(p, what) for n in names for p, what in self.ports_of(n) if port_taken(p)]
+    def check_ports(self, names, wait: float = 0.0) -> None:
+        """Fail before anything starts (and before any health check could reach another stack).
+        `wait`: seconds to let a just-killed process's ports come free (restarts)."""
+        deadline = time.monotonic() + wait
+        while True:
+            taken = [(p, what) for n in names for p, what in self.ports_of(n) if port_taken(p)]
+            if not taken or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
         if taken:
             listed = ", ".join(f"{p} ({what})" for p, what in taken)
             raise StartError(f"port {listed} already in use (another genir up?); stop what holds it, "
                              "or use --free-ports")
 
-    def start(self, names: list[str] | tuple[str, ...] | None = None, index: bool = True) -> "Stack":
+    def start(self, names: list[str] | tuple[str, ...] | None = None, index: bool = True,
+              port_wait: float = 0.0) -> "Stack":
         """Start `names` (default: all of this stack's services) in dependency order. Indexing runs
         first, outside the start-up deadline (it takes as long as the corpus needs)."""
         names = [n for n in ORDER if n in (names or self.names)]
         try:
-            self.check_ports(names)
+            self.check_ports(names, port_wait)
             if index and "retriever" in names and self.corpus and self.image_root:
                 self.index()
             deadline = time.monotonic() + self.startup_timeout
@@ -387,7 +394,7 @@ class Stack:
         svc = self.services.get(name)
         if svc is not None and svc.popen is not None and svc.popen.poll() is None:
             svc.popen.wait(30)
-        self.start([name])
+        self.start([name], port_wait=15.0)
         return self.services[name]
 
     def descendants(self, name: str) -> list:
@@ -492,7 +499,7 @@ class Supervisor:
         if name == "triton":
             self.stack._reap_strays()
         try:
-            self.stack.start([name], index=False)
+            self.stack.start([name], index=False, port_wait=15.0)
             log.info("%s restarted and ready on port %d", name, self.stack.ports[name][0])
         except StartError as e:
             first = str(e).splitlines()[0]
