@@ -31,6 +31,7 @@ import collections
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -102,8 +103,13 @@ def exit_reason(code: int | None) -> str:
     return f"exit code {code}"
 
 
+SECRET_ENV = ("GENIR_AUTH_TOKEN", "GENIR_BACKEND_TOKEN", "GENIR_ORCHESTRATOR_AUTH_TOKEN",
+              "GENIR_WEB_ORCHESTRATOR_TOKEN")
+
+
 def child_env(extra: dict | None = None) -> dict:
-    env = dict(os.environ)
+    # tokens reach only the children meant to have them (Stack.service_env), never every child
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -161,7 +167,7 @@ class Stack:
                  orchestrator_args: list[str] | None = None, extra_args: dict[str, list[str]] | None = None,
                  startup_timeout: float = 300.0, env: dict | None = None, retriever_model: str = "blip",
                  health_tls: dict[str, tuple[str | None, str | None, str | None]] | None = None,
-                 console: bool = False, parent_death: bool = False):
+                 console: bool = False, parent_death: bool = False, backend_token: str | None = None):
         self.models = Path(models).resolve()
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +175,8 @@ class Stack:
         self.image_root = Path(image_root).resolve() if image_root else None
         self.collection = collection
         self.auth_token = auth_token
+        # shared token between the orchestrator and its backends (generator, refiner, retriever)
+        self.backend_token = backend_token
         self.names = tuple(n for n in ORDER if n in services)
         self.orchestrator_args = list(orchestrator_args or [])
         self.extra_args = dict(extra_args or {})
@@ -255,6 +263,10 @@ class Stack:
             env.update(GENIR_AUTH_TOKEN=self.auth_token, GENIR_ORCHESTRATOR_AUTH_TOKEN=self.auth_token)
         if self.auth_token and name == "web":
             env["GENIR_WEB_ORCHESTRATOR_TOKEN"] = self.auth_token
+        if self.backend_token and name in ("generator", "refiner", "retriever"):
+            env["GENIR_AUTH_TOKEN"] = self.backend_token
+        if self.backend_token and name == "orchestrator":
+            env["GENIR_BACKEND_TOKEN"] = self.backend_token
         return env
 
     def _child_kw(self) -> dict:
@@ -602,7 +614,7 @@ def main(args) -> int:
     stack = Stack(args.models, args.workdir, corpus=corpus, image_root=image_root, collection=args.collection,
                   ports="free" if args.free_ports else "default", services=names, auth_token=token,
                   startup_timeout=args.startup_timeout, retriever_model=args.retriever_model, console=True,
-                  parent_death=True, extra_args=extra)
+                  parent_death=True, extra_args=extra, backend_token=secrets.token_urlsafe(32))
     try:
         stack.ports = parse_ports(args.ports, stack.ports)
     except ValueError as e:

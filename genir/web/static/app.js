@@ -106,7 +106,6 @@ function renderRound() {
                      "aria-label": `This is my photo: rank ${h.rank}, ${h.path}`, onclick: () => markFound(h.id) },
          found ? "Found ✓" : "This is it")));
   }
-  $("edit").value = s.rounds[s.rounds.length - 1].query;
   $("next-form").hidden = !latest;
   renderHistory();
   renderFound();
@@ -130,6 +129,7 @@ function renderHistory() {
 function show(session) {
   state.session = session;
   state.view = session.rounds.length - 1;
+  $("edit").value = session.rounds[state.view].query;  // the description to edit is the latest one
   updateUrl();
   renderRound();
 }
