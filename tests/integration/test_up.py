@@ -197,10 +197,11 @@ def test_missing_model_folders_are_named(tmp_path, capsys):
 
 
 def test_genir_index_takes_a_folder_and_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from genir.corpus_folder import resolve_corpus
+
     assert cli.main(["index", "--corpus", str(tmp_path / "none"), "--collection", "c"]) == 2
     assert capsys.readouterr().err.strip() == f"genir index: --corpus {tmp_path / 'none'}: no such file or folder"
     photos = photo_folder(tmp_path / "photos")
-    from genir.corpus_folder import resolve_corpus
     listed, root, n = resolve_corpus(photos, None, tmp_path / "list.json")
     assert n == 13 and root == photos.resolve() and json.loads(listed.read_text())[0] == "home/unlabeled2017/000000000008.jpg"
 
@@ -216,3 +217,16 @@ def test_genir_index_embeds_a_folder(tiny_models, tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["corpus"] == 13 and summary["embedded"] == 13 and summary["failed"] == 0
     assert json.loads((tmp_path / "pics.json").read_text()) == sorted(json.loads((tmp_path / "pics.json").read_text()))
+
+
+def test_indexing_is_not_cut_by_the_start_up_deadline(tiny_models, tmp_path):
+    from genir.corpus_folder import resolve_corpus
+    from orchestrator.up import Stack
+
+    photos = photo_folder(tmp_path / "photos")
+    listed, root, _ = resolve_corpus(photos, None, tmp_path / "list.json")
+    # a deadline far shorter than loading the model and embedding 13 photos takes
+    stack = Stack(tiny_models, tmp_path / "w", corpus=listed, image_root=root, ports="free", startup_timeout=0.01)
+    stack.index()
+    log = (tmp_path / "w" / "logs" / "index.log").read_text()
+    assert json.loads(log.strip().splitlines()[-1])["embedded"] == 13
