@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command path -> (module, help)
@@ -70,6 +71,10 @@ def _add_module_arguments(parser, module):
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get("GENIR_DIE_WITH_PARENT"):  # a child of `genir up`: stop when it dies
+        from orchestrator.up import die_with_parent
+
+        die_with_parent()
     argv = list(sys.argv[1:] if argv is None else argv)
     # `genir eval --queries ...` is short for `genir eval run --queries ...`
     if argv[:1] == ["eval"] and (len(argv) == 1 or argv[1].startswith("-")) and not set(argv[1:2]) & {"-h", "--help"}:

@@ -76,20 +76,19 @@ def port_taken(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-_LIBC = None
+PARENT_ENV = "GENIR_DIE_WITH_PARENT"
 
 
-def _die_with_parent(parent: int):
-    """preexec_fn: the child gets SIGTERM when `parent` dies (even by SIGKILL or a closed terminal)."""
-    global _LIBC
-    _LIBC = _LIBC or ctypes.CDLL(None, use_errno=True)
-    libc = _LIBC
-
-    def pre():
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent:      # the parent died before prctl ran
-            os.kill(os.getpid(), signal.SIGTERM)
-    return pre
+def die_with_parent() -> None:
+    """In a child started with GENIR_DIE_WITH_PARENT=<pid>: get SIGTERM when that parent dies (even
+    by SIGKILL or a closed terminal). Called at the child's start (genir.cli), not in a preexec_fn,
+    which is unsafe in a parent with threads (gRPC's)."""
+    want = os.environ.pop(PARENT_ENV, "")
+    if not want.isdecimal() or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != int(want):                                # the parent died before prctl ran
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def exit_reason(code: int | None) -> str:
@@ -269,11 +268,12 @@ class Stack:
             env["GENIR_BACKEND_TOKEN"] = self.backend_token
         return env
 
-    def _child_kw(self) -> dict:
+    def _child_kw(self, env: dict) -> dict:
         """Own session (the terminal's Ctrl-C reaches only genir up, which stops children in order);
-        with parent_death, SIGTERM when this process dies."""
-        return {"start_new_session": True,
-                "preexec_fn": _die_with_parent(os.getpid()) if self.parent_death else None}
+        with parent_death, the child asks for SIGTERM when this process dies (die_with_parent)."""
+        if self.parent_death:
+            env = {**env, PARENT_ENV: str(os.getpid())}
+        return {"start_new_session": True, "env": env}
 
     def url(self, name: str = "web") -> str:
         return f"http://127.0.0.1:{self.ports[name][0]}/"
@@ -282,8 +282,8 @@ class Stack:
         svc = self.command(name)
         svc.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(svc.log_path, "ab") as out:
-            svc.popen = subprocess.Popen(svc.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.service_env(name),
-                                         cwd=ROOT, **self._child_kw())
+            svc.popen = subprocess.Popen(svc.cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         **self._child_kw(self.service_env(name)))
         log.info("started %s (pid %d): %s", name, svc.popen.pid, " ".join(svc.cmd[2:]))
         with self._lock:
             self.services[name] = svc
@@ -368,16 +368,16 @@ class Stack:
             rc = self._index_on_console(cmd, log_path, timeout)
         else:
             with open(log_path, "ab") as out:
-                rc = subprocess.run(cmd + ["--no-progress"], stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                    cwd=ROOT, timeout=timeout, **self._child_kw()).returncode
+                rc = subprocess.run(cmd + ["--no-progress"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    timeout=timeout, **self._child_kw(self.env)).returncode
         if rc != 0:
             raise StartError(f"genir index failed with code {rc}:\n{log_path.read_text(errors='replace')[-3000:]}")
 
     def _index_on_console(self, cmd: list[str], log_path: Path, timeout: float | None) -> int:
         """Progress bar and warnings straight to the terminal; the summary line logged and kept."""
         log.info("indexing %s into collection %r (progress below; log %s)", self.corpus, self.collection, log_path)
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, env=self.env, cwd=ROOT, text=True,
-                              timeout=timeout, **self._child_kw())
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, cwd=ROOT, text=True, timeout=timeout,
+                              **self._child_kw(self.env))
         with open(log_path, "a") as out:
             out.write(proc.stdout)
         lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]

@@ -160,6 +160,19 @@ def test_ctrl_c_during_start_up_stops_at_once_and_leaves_nothing(tiny_models, tm
         con.close()
 
 
+def test_kill_9_of_genir_up_takes_every_child_with_it(tiny_models, tmp_path):
+    con = Console(["--models", str(tiny_models), "--workdir", str(tmp_path / "up"), "--free-ports"], ROOT)
+    try:
+        con.expect(r"started retriever", timeout=120)
+        children = con.descendants()
+        assert len(children) >= 3
+        con.proc.kill()                       # no handler runs: only the parent-death signal can help
+        con.proc.wait(10)
+        assert gone(children, timeout=60) == []
+    finally:
+        con.close()
+
+
 def test_a_taken_port_is_named_before_anything_starts(tiny_models, tmp_path):
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
