@@ -145,7 +145,7 @@ def table(rows: list[dict]) -> str:
     head = f"{'mode':<10} {'target':>6} {'rnd':>3} {'rank':>5} {'hit@10':>6} {'top-3 hits':<14} {'secs':>6}  query"
     lines = [head, "-" * len(head)]
     for r in rows:
-        rank = "-" if r["target_rank"] is None else str(r["target_rank"])
+        rank = "-" if r["target_rank"] is None else str(r["target_rank"] + 1)  # people count from 1
         hit = "-" if r["target_rank"] is None else ("yes" if r["target_rank"] < 10 else "no")
         secs = sum(r["timings"].values())
         query = r["query"].replace("\n", " ")

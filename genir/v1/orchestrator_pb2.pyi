@@ -1,4 +1,7 @@
+import datetime
+
 from genir.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -93,6 +96,16 @@ class GetImageRequest(_message.Message):
     ref: str
     def __init__(self, ref: _Optional[str] = ...) -> None: ...
 
+class GetCorpusImageRequest(_message.Message):
+    __slots__ = ("collection", "id", "max_side")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    id: str
+    max_side: int
+    def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ..., max_side: _Optional[int] = ...) -> None: ...
+
 class Round(_message.Message):
     __slots__ = ("index", "query", "generated", "hits", "feedback", "timings", "target_rank", "seed", "session_id", "prompt_id")
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -118,17 +131,21 @@ class Round(_message.Message):
     def __init__(self, index: _Optional[int] = ..., query: _Optional[str] = ..., generated: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[_common_pb2.Hit, _Mapping]]] = ..., feedback: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ..., target_rank: _Optional[int] = ..., seed: _Optional[int] = ..., session_id: _Optional[str] = ..., prompt_id: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "mode", "options", "rounds", "created_at", "expires_at")
+    __slots__ = ("session_id", "mode", "options", "rounds", "created_at", "expires_at", "created", "expires")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     mode: str
     options: SessionOptions
     rounds: _containers.RepeatedCompositeFieldContainer[Round]
     created_at: float
     expires_at: float
-    def __init__(self, session_id: _Optional[str] = ..., mode: _Optional[str] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ..., rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ...) -> None: ...
+    created: _timestamp_pb2.Timestamp
+    expires: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., mode: _Optional[str] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ..., rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

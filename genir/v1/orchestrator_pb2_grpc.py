@@ -70,6 +70,11 @@ class OrchestratorStub:
                 request_serializer=genir_dot_v1_dot_orchestrator__pb2.GetImageRequest.SerializeToString,
                 response_deserializer=genir_dot_v1_dot_common__pb2.Image.FromString,
                 _registered_method=True)
+        self.GetCorpusImage = channel.unary_unary(
+                '/genir.v1.Orchestrator/GetCorpusImage',
+                request_serializer=genir_dot_v1_dot_orchestrator__pb2.GetCorpusImageRequest.SerializeToString,
+                response_deserializer=genir_dot_v1_dot_common__pb2.Image.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -120,6 +125,13 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCorpusImage(self, request, context):
+        """A corpus photo (or a thumbnail of it) by corpus id, read from the orchestrator's image root.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +163,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
             'GetImage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImage,
                     request_deserializer=genir_dot_v1_dot_orchestrator__pb2.GetImageRequest.FromString,
+                    response_serializer=genir_dot_v1_dot_common__pb2.Image.SerializeToString,
+            ),
+            'GetCorpusImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCorpusImage,
+                    request_deserializer=genir_dot_v1_dot_orchestrator__pb2.GetCorpusImageRequest.FromString,
                     response_serializer=genir_dot_v1_dot_common__pb2.Image.SerializeToString,
             ),
     }
@@ -320,6 +337,33 @@ class Orchestrator:
             target,
             '/genir.v1.Orchestrator/GetImage',
             genir_dot_v1_dot_orchestrator__pb2.GetImageRequest.SerializeToString,
+            genir_dot_v1_dot_common__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCorpusImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genir.v1.Orchestrator/GetCorpusImage',
+            genir_dot_v1_dot_orchestrator__pb2.GetCorpusImageRequest.SerializeToString,
             genir_dot_v1_dot_common__pb2.Image.FromString,
             options,
             channel_credentials,

@@ -225,3 +225,15 @@ def main(args) -> int:
     except EvalError as e:
         print(f"genir eval: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"genir eval: interrupted; {_finished(args.out)} finished dialog(s) are kept in "
+              f"{Path(args.out) / 'dialogs.jsonl'}; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _finished(out) -> int:
+    try:
+        with open(Path(out) / "dialogs.jsonl", "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 from prometheus_client import Counter, Gauge
 
-from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from genir.v1 import common_pb2, orchestrator_pb2
 from orchestrator.datasets import Query
 from orchestrator.evaluation import metrics
 from orchestrator.evaluation.records import DIALOGS, DialogLog, load_dialogs, ranks_of
@@ -136,28 +136,24 @@ def check_queries(queries: Sequence[Query], cfg: EvalConfig) -> None:
 
 # --------------------------------------------------------------------------- dialog sources
 class GrpcDialogSource:
-    """Dialogs from a running orchestrator's RunDialog stream."""
+    """Dialogs from a running orchestrator's RunDialog stream (through genir.client.Client)."""
 
     def __init__(self, target: str, *, ca: str | None = None, cert: str | None = None, key: str | None = None,
                  token: str | None = None, max_message_mb: int = 64):
-        from services.common.channels import open_channel
+        from genir.client import Client
 
         self.target = target
-        self.channel = open_channel(target, ca=ca, cert=cert, key=key, max_message_mb=max_message_mb)
-        self.stub = orchestrator_pb2_grpc.OrchestratorStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.client = Client(target, token=token, ca=ca, cert=cert, key=key, max_message_mb=max_message_mb)
 
     async def run_dialog(self, request, timeout: float) -> AsyncIterator[orchestrator_pb2.Round]:
-        call = self.stub.RunDialog(request, timeout=timeout, metadata=self.metadata)
-        async for rnd in call:
+        async for rnd in self.client.run_dialog(request, timeout=timeout):
             yield rnd
 
     async def fetch_image(self, ref: str) -> common_pb2.Image:
-        return await self.stub.GetImage(orchestrator_pb2.GetImageRequest(ref=ref), timeout=60,
-                                        metadata=self.metadata)
+        return await self.client.get_image(ref)
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.client.close()
 
 
 class EngineDialogSource:
