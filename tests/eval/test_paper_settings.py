@@ -1,0 +1,86 @@
+"""`genir eval` uses the paper's settings by default (issue "GenIR as published", Done when).
+
+`genir eval --mode genir` with no settings flags, over the real refiner (Triton) and retriever of
+the shared stack and a generator service whose pipeline call is a GPU stand-in with SD3.5-Large's
+limits (tests/support/gpu_standin.py): the generator must receive 28 steps, guidance 3.5 and
+1024x1024 for every rendering, and run.json / summary.json must say so, with every model id.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.support.procs import ROOT, Proc, free_port, proc_env
+
+
+@pytest.fixture(scope="module")
+def sd35_standin(eval_world, tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("standin")
+    record = root / "received.jsonl"
+    port = free_port()
+    cmd = ["python", "-m", "genir.cli", "serve", "generator", "--host", "127.0.0.1", "--port", port,
+           "--metrics-port", free_port(), "--backend", "tests.support.gpu_standin:SD35LargeStandIn",
+           "--model", tiny_models / "sd3", "--max-batch-delay-ms", 1]
+    proc = Proc(cmd, root / "generator.log", env=proc_env(GENIR_STANDIN_RECORD=record)).start()
+    try:
+        proc.wait_healthy(port, timeout=120)
+        yield f"127.0.0.1:{port}", record
+    finally:
+        proc.terminate()
+
+
+def run_eval(world, out, generator, *extra):
+    stack = world.stack
+    cmd = world.eval_cmd(out, "--embedded", "--generator", generator, "--refiner", stack.target("refiner"),
+                         "--retriever", stack.target("retriever"), "--collection", world.collection,
+                         "--limit", 1, "--rounds", 1, "--seed", 5, *extra)
+    done = subprocess.run(cmd, cwd=ROOT, env=proc_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def received(record, since=0):
+    return [json.loads(line) for line in record.read_text().splitlines()[since:]]
+
+
+def test_genir_eval_without_flags_renders_sd35_at_28_steps_guidance_3_5_1024(eval_world, sd35_standin, tmp_path):
+    generator, record = sd35_standin
+    run_eval(eval_world, tmp_path / "paper", generator, "--mode", "genir")
+    items = received(record)
+    assert len(items) == 2  # rounds 0 and 1, one rendering each
+    for it in items:
+        assert (it["steps"], it["guidance"], it["width"], it["height"]) == (28, 3.5, 1024, 1024), it
+
+    run = json.loads((tmp_path / "paper" / "run.json").read_text())
+    summary = json.loads((tmp_path / "paper" / "summary.json").read_text())
+    for ident in (run["identity"], summary["settings"]):
+        render = ident["effective"]["render"]
+        assert ident["preset"] == "paper" and ident["effective"]["preset"] == "paper"
+        assert (render["num_inference_steps"], render["guidance_scale"], render["width"], render["height"]) == \
+            (28, 3.5, 1024, 1024)
+        assert render["family"] == "sd3.5" and render["pipeline_class"] == "StableDiffusion3Pipeline"
+        refiner = ident["effective"]["refiner"]
+        assert refiner["prompt_set"] == "paper" and refiner["top_k"] == 64
+        assert refiner["max_new_tokens"] == {"caption": 500, "compare": 400, "refine": 500}
+    assert summary["models"]["generator"] == "stable-diffusion-3.5-large (GPU stand-in)"
+    assert summary["models"]["refiner"] and summary["models"]["retriever"]
+    dialog = json.loads((tmp_path / "paper" / "dialogs.jsonl").read_text().splitlines()[0])
+    assert [r["prompt_id"] for r in dialog["rounds"]] == ["paper.caption@1", "paper.refine@1"]
+
+
+def test_flags_override_the_preset_and_are_recorded(eval_world, sd35_standin, tmp_path):
+    generator, record = sd35_standin
+    before = len(record.read_text().splitlines()) if record.exists() else 0
+    run_eval(eval_world, tmp_path / "flags", generator, "--mode", "genir", "--steps", 4, "--guidance", 1.5,
+             "--size", "512x768", "--max-new-tokens", 48, "--prompt-set", "v1")
+    items = received(record, before)
+    assert items and all((it["steps"], it["guidance"], it["width"], it["height"]) == (4, 1.5, 512, 768)
+                         for it in items)
+    ident = json.loads((tmp_path / "flags" / "run.json").read_text())["identity"]
+    assert ident["effective"]["render"]["num_inference_steps"] == 4 and ident["prompt_set"] == "v1"
+    assert set(ident["effective"]["refiner"]["max_new_tokens"].values()) == {48}
+    dialog = json.loads((tmp_path / "flags" / "dialogs.jsonl").read_text().splitlines()[0])
+    assert [r["prompt_id"] for r in dialog["rounds"]] == ["caption@v1", "refine@v1"]

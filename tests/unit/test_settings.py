@@ -1,0 +1,113 @@
+"""Presets -> effective settings (orchestrator/settings.py): per generator family, per refiner stage,
+explicit options winning, and long queries cut to the generator's limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from genir.v1 import generator_pb2, orchestrator_pb2
+from orchestrator.engine import resolve_options
+from orchestrator.modes import fusion_weights, mode_name
+from orchestrator.settings import effective_render, fit_chars, refiner_settings, sampling_for
+from services.common import errors, presets
+
+
+def info(pipeline_class="StableDiffusion3Pipeline", max_side=1536, default=1024, **kw):
+    return generator_pb2.GeneratorInfo(pipeline_class=pipeline_class, default_width=default, default_height=default,
+                                       max_width=max_side, max_height=max_side, size_multiple=16, default_steps=28,
+                                       default_guidance=7.0, max_prompt_chars=4096, **kw)
+
+
+def opts(**kw):
+    return resolve_options(orchestrator_pb2.SessionOptions(**kw), "coco")
+
+
+@pytest.mark.parametrize("cls,steps,guidance", [
+    ("StableDiffusion3Pipeline", 28, 3.5),   # SD3.5-Large in genIR_CaptionImageRefinement.py
+    ("FluxPipeline", 50, 3.5),               # FLUX.1-dev, same script
+    ("Lumina2Pipeline", 50, 4.0),            # Lumina-Image-2.0, App. B
+])
+def test_paper_preset_is_the_default_and_renders_each_family_as_published(cls, steps, guidance):
+    o = opts()
+    assert o.preset == "paper" and o.prompt_set == "paper"
+    r = effective_render(o, info(cls))
+    assert (r.width, r.height, r.steps, r.guidance) == (1024, 1024, steps, guidance) and not r.notes
+
+
+def test_flux_reads_512_t5_tokens_as_the_scripts_pass_and_others_keep_256():
+    assert presets.max_sequence_length("FluxPipeline") == 512
+    assert presets.max_sequence_length("StableDiffusion3Pipeline") == 256
+    assert presets.max_sequence_length("FluxPipeline", 300) == 300  # the flag wins
+
+
+def test_explicit_options_win_over_the_preset():
+    o = opts(num_inference_steps=10, guidance_scale=0.0, width=512, height=768)
+    r = effective_render(o, info())
+    assert (r.width, r.height, r.steps, r.guidance) == (512, 768, 10, 0.0)
+
+
+def test_service_preset_leaves_every_value_to_the_generator():
+    o = opts(preset="service")
+    r = effective_render(o, info())
+    assert (r.width, r.height, r.steps, r.guidance) == (0, 0, 0, None) and o.prompt_set == ""
+    assert r.effective(info())["guidance_scale"] == 7.0  # what the pipeline's call default means
+
+
+def test_unknown_family_keeps_the_generator_defaults_and_records_no_family():
+    r = effective_render(opts(), info("KandinskyPipeline"))
+    assert (r.width, r.steps, r.guidance, r.family) == (0, 0, None, "")
+
+
+def test_a_generator_too_small_for_the_paper_size_renders_at_its_default_and_says_so():
+    small = info(max_side=512, default=64)
+    r = effective_render(opts(), small)
+    assert (r.width, r.height, r.steps, r.guidance) == (0, 0, 28, 3.5)
+    eff = r.effective(small)
+    assert (eff["width"], eff["height"]) == (64, 64) and "above this generator's limit 512x512" in eff["notes"][0]
+
+
+@pytest.mark.parametrize("mode,stage,tokens", [
+    ("genir", "caption", 500), ("genir", "compare", 400), ("genir", "refine", 500),
+    ("fusion", "refine", 500), ("verbal", "caption", 200), ("verbal", "critique", 200), ("verbal", "refine", 200),
+    ("prediction", "caption", 200), ("prediction", "compare", 400), ("prediction", "refine", 200),
+])
+def test_paper_sampling_per_stage_is_the_scripts(mode, stage, tokens):
+    s = sampling_for(opts(), mode, stage, seed=5)
+    assert s.seed == 5 and s.max_new_tokens == tokens and s.top_k == 64
+    assert (round(s.temperature, 3), round(s.top_p, 3), round(s.repetition_penalty, 3)) == (0.7, 0.9, 1.1)
+
+
+def test_max_new_tokens_option_overrides_every_stage_and_service_sends_only_seeds():
+    assert sampling_for(opts(max_new_tokens=64), "genir", "compare", 1).max_new_tokens == 64
+    s = sampling_for(opts(preset="service"), "genir", "caption", 1)
+    assert not s.HasField("max_new_tokens") and not s.HasField("top_k") and not s.HasField("temperature")
+    assert refiner_settings(opts(), "verbal")["max_new_tokens"] == {"caption": 200, "critique": 200, "refine": 200}
+
+
+@pytest.mark.parametrize("kw,field", [({"preset": "fast"}, "options.preset"),
+                                      ({"prompt_set": "v7"}, "options.prompt_set"),
+                                      ({"max_new_tokens": -1}, "options.max_new_tokens"),
+                                      ({"image_weight": 0.0, "text_weight": 0.0}, "options.image_weight")])
+def test_bad_settings_are_invalid_argument_naming_the_field(kw, field):
+    with pytest.raises(errors.InvalidArgument) as e:
+        opts(**kw)
+    assert e.value.message.startswith(field)
+
+
+def test_fusion_weights_allow_zero_and_default_to_half():
+    assert fusion_weights(orchestrator_pb2.SessionOptions()) == (0.5, 0.5)
+    assert fusion_weights(orchestrator_pb2.SessionOptions(image_weight=1.0, text_weight=0.0)) == (1.0, 0.0)
+    assert fusion_weights(orchestrator_pb2.SessionOptions(text_weight=0.0)) == (0.5, 0.0)
+
+
+def test_hybrid_is_accepted_as_fusion_with_a_warning(caplog):
+    assert mode_name("hybrid", session=True) == "fusion" and mode_name("fusion", session=False) == "fusion"
+    assert any("now called 'fusion'" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("text,limit,expected", [
+    ("a red kite", 4096, "a red kite"), ("alpha beta gamma", 12, "alpha beta"), ("alpha beta gamma", 10, "alpha beta"),
+    ("x" * 20, 8, "x" * 8), ("alpha beta", 0, "alpha beta")])
+def test_fit_chars_cuts_at_a_word_boundary(text, limit, expected):
+    out = fit_chars(text, limit)
+    assert out == expected and len(out) <= (limit or 4096)
