@@ -147,7 +147,8 @@ class Prediction(Mode):
 
 
 class ChatIR(Mode):
-    """ChatIR human dialogs: round t's query is the caption plus the first t Q/A turns."""
+    """ChatIR human dialogs: round t's query is the caption plus the first t Q/A turns (or, with
+    options.chatir_per_round, the t-th string alone)."""
     name = "chatir"
     session = False
     target_image = False
@@ -163,7 +164,7 @@ class ChatIR(Mode):
 
     @staticmethod
     def _query(st, t):
-        return chatir_query(st.dialog, t)
+        return chatir_query(st.dialog, t, per_round=st.options.chatir_per_round)
 
 
 class Fusion(GenIR):

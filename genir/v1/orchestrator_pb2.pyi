@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SessionOptions(_message.Message):
-    __slots__ = ("collection", "top_k", "image_delivery", "seed", "width", "height", "num_inference_steps", "guidance_scale", "image_weight", "text_weight", "preset", "prompt_set", "max_new_tokens")
+    __slots__ = ("collection", "top_k", "image_delivery", "seed", "width", "height", "num_inference_steps", "guidance_scale", "image_weight", "text_weight", "preset", "prompt_set", "max_new_tokens", "chatir_per_round")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DELIVERY_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class SessionOptions(_message.Message):
     PRESET_FIELD_NUMBER: _ClassVar[int]
     PROMPT_SET_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHATIR_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
     collection: str
     top_k: int
     image_delivery: _common_pb2.ImageDelivery
@@ -35,7 +36,8 @@ class SessionOptions(_message.Message):
     preset: str
     prompt_set: str
     max_new_tokens: int
-    def __init__(self, collection: _Optional[str] = ..., top_k: _Optional[int] = ..., image_delivery: _Optional[_Union[_common_pb2.ImageDelivery, str]] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., image_weight: _Optional[float] = ..., text_weight: _Optional[float] = ..., preset: _Optional[str] = ..., prompt_set: _Optional[str] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
+    chatir_per_round: bool
+    def __init__(self, collection: _Optional[str] = ..., top_k: _Optional[int] = ..., image_delivery: _Optional[_Union[_common_pb2.ImageDelivery, str]] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., image_weight: _Optional[float] = ..., text_weight: _Optional[float] = ..., preset: _Optional[str] = ..., prompt_set: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., chatir_per_round: _Optional[bool] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("query", "mode", "options")

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("prompt-set", default="", help="refiner prompt set: paper or v1 ('' = the preset's)")
     f("guidance", default=None, type=float, help="guidance scale (default: the preset's)")
     f("size", default=None, help="rendering size N or WxH (default: the preset's)")
+    f("chatir-queries", default="concat", choices=("concat", "per-round"),
+      help="chatir mode: concat = caption + first t Q/A joined (ChatIR); per-round = the t-th string alone (PlugIR)")
     f("max-new-tokens", default=0, type=int, help="refiner token budget for every stage (0 = the preset's per stage)")
     f("rounds", default=10, type=int, help="feedback rounds after round 0 (0..20; the paper uses 10)")
     f("out", help="output folder (dialogs.jsonl, summary.json, summary.csv, hits_at_k.png, report.html)")
@@ -141,7 +143,7 @@ def config_from_args(args) -> EvalConfig:
                       width=width, height=height, num_inference_steps=args.steps,
                       image_weight=args.image_weight, text_weight=args.text_weight, label=args.label,
                       preset=args.preset, prompt_set=args.prompt_set, max_new_tokens=args.max_new_tokens,
-                      guidance=args.guidance,
+                      guidance=args.guidance, chatir_per_round=args.chatir_queries == "per-round",
                       retries=args.retries, retry_backoff_s=args.retry_backoff,
                       dialog_timeout_s=args.dialog_timeout, progress=args.progress,
                       models=parse_models(args.models))

@@ -69,6 +69,7 @@ class EvalConfig:
     prompt_set: str = ""                # "" = the preset's
     max_new_tokens: int = 0             # 0 = the preset's per-stage budgets
     guidance: float | None = None       # None = the preset's (or the generator's)
+    chatir_per_round: bool = False      # chatir: round t's string alone, not the joined prefix
     effective: dict = field(default_factory=dict)  # every value the services use (cli.discover)
     label: str = ""               # name of this run in merged comparisons; "" = the mode
     retries: int = 3              # extra attempts per dialog on a transient failure
@@ -84,7 +85,8 @@ class EvalConfig:
     def identity(self) -> dict:
         """What must match for dialogs from two runs to be the same experiment (resume, merge)."""
         keep = ("mode", "rounds", "seed", "top_k", "collection", "width", "height", "num_inference_steps",
-                "image_weight", "text_weight", "preset", "prompt_set", "max_new_tokens", "guidance", "effective")
+                "image_weight", "text_weight", "preset", "prompt_set", "max_new_tokens", "guidance", "effective",
+                "chatir_per_round")
         d = asdict(self)
         return {k: d[k] for k in keep} | {"label": self.name}
 
@@ -145,7 +147,7 @@ def session_options(c: EvalConfig) -> orchestrator_pb2.SessionOptions:
     opts = orchestrator_pb2.SessionOptions(
         collection=c.collection, top_k=c.top_k, image_delivery=common_pb2.IMAGE_DELIVERY_INLINE, seed=c.seed,
         width=c.width, height=c.height, num_inference_steps=c.num_inference_steps, preset=c.preset,
-        prompt_set=c.prompt_set, max_new_tokens=c.max_new_tokens)
+        prompt_set=c.prompt_set, max_new_tokens=c.max_new_tokens, chatir_per_round=c.chatir_per_round)
     for name, value in (("image_weight", c.image_weight), ("text_weight", c.text_weight),
                         ("guidance_scale", c.guidance)):
         if value is not None:

@@ -175,6 +175,13 @@ def test_sessions_default_to_the_paper_preset_and_accept_explicit_settings(stack
     assert r1.prompt_id == "merge@v1" and sess.options.prompt_set == "v1"
 
 
+def test_chatir_per_round_queries_are_not_concatenated(stack):
+    dialog = ["a dog on a beach", "is it sunny? yes", "any people? no"]
+    opts = orchestrator_pb2.SessionOptions(chatir_per_round=True)
+    rounds = run_dialog(stack, "chatir", dialog=dialog, options=opts)
+    assert [r.query for r in rounds] == dialog
+
+
 def test_dialog_replays_identically(stack):
     a = run_dialog(stack, "genir", target_id="3")
     b = run_dialog(stack, "genir", target_id="3")
