@@ -84,3 +84,38 @@ def test_flags_override_the_preset_and_are_recorded(eval_world, sd35_standin, tm
     assert set(ident["effective"]["refiner"]["max_new_tokens"].values()) == {48}
     dialog = json.loads((tmp_path / "flags" / "dialogs.jsonl").read_text().splitlines()[0])
     assert [r["prompt_id"] for r in dialog["rounds"]] == ["caption@v1", "refine@v1"]
+
+
+def test_rescore_scores_a_runs_queries_by_text_search(eval_world, tmp_path):
+    """GenIR Text: the same queries, ranked by text->image search (checked against direct searches)."""
+    import grpc
+
+    from genir.v1 import retriever_pb2, retriever_pb2_grpc
+    from orchestrator.evaluation import metrics
+    from tests.unit.test_eval_hybrid import write_run
+
+    queries = {4: ["a red circle", "a red circle on a blue ground"], 6: ["green lines", "two green lines"]}
+    run = write_run(tmp_path / "genir", "genir", {t: [50, 40] for t in queries})
+    lines = [json.loads(x) for x in (run / "dialogs.jsonl").read_text().splitlines()]
+    for rec in lines:
+        for rnd, q in zip(rec["rounds"], queries[rec["target_id"]], strict=True):
+            rnd["query"] = q
+    (run / "dialogs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+    retriever = eval_world.stack.target("retriever")
+    out = tmp_path / "text"
+    done = subprocess.run(["python", "-m", "genir.cli", "eval", "rescore", str(run), "--retriever", retriever,
+                           "--collection", eval_world.collection, "--out", str(out)], cwd=ROOT, env=proc_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    stub = retriever_pb2_grpc.RetrieverStub(grpc.insecure_channel(retriever))
+    direct = {t: [stub.Search(retriever_pb2.SearchRequest(collection=eval_world.collection, text=q, top_k=10,
+                                                          target_id=str(t)), timeout=60).target_rank for q in qs]
+              for t, qs in queries.items()}
+    got = {json.loads(x)["target_id"]: [r["rank"] for r in json.loads(x)["rounds"]]
+           for x in (out / "dialogs.jsonl").read_text().splitlines()}
+    assert got == direct
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["label"] == "genir-text" and summary["settings"]["scoring"].startswith("text->image")
+    assert summary["hits_at_k"]["10"] == metrics.hits_at_k([direct[4], direct[6]], 10)
