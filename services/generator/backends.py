@@ -4,6 +4,7 @@ The service (validation, micro-batching, seeds, encoding, limits) is the same fo
 a backend only loads a model and renders compatible items in one call. `--backend` chooses it:
 
   diffusers          (default) services.generator.pipeline.Pipeline, any AutoPipelineForText2Image folder
+  scalewise          services.generator.scalewise: a tiny scale-wise autoregressive model (not diffusers)
   NAME               an entry point NAME in the group `genir.generator_backends` of an installed package
   module:Class       a class importable from this process (e.g. mypkg.infinity:InfinityBackend)
 
@@ -28,7 +29,8 @@ import importlib
 from importlib.metadata import entry_points
 
 ENTRY_POINT_GROUP = "genir.generator_backends"
-BUILTIN = {"diffusers": "services.generator.pipeline:Pipeline"}
+BUILTIN = {"diffusers": "services.generator.pipeline:Pipeline",
+           "scalewise": "services.generator.scalewise:ScaleWiseBackend"}
 REQUIRED = ("load", "generate_batch", "count_tokens", "describe", "close")
 
 
