@@ -125,12 +125,31 @@ EXPECTED = {
 }
 
 
+# the paper prompt set's stages each mode asks for: round 0's caption, later rounds' refine, the compare
+PROMPTS = {
+    "genir": ("paper.caption@1", "paper.refine@1", "paper.compare"),
+    "verbal": ("paper.caption@1", "paper.refine_critique@1", "paper.critique"),
+    "prediction": ("paper.caption_retrieval@1", "paper.refine_prediction@1", "paper.compare_retrieval"),
+}
+PROMPTS["fusion"] = PROMPTS["hybrid"] = PROMPTS["genir"]
+
+
+def refiner_calls(stack, prompt: str) -> float:
+    return sample_sum(scrape(stack.metrics_port("refiner")), "genir_refiner_triton_seconds_count", prompt=prompt)
+
+
 @pytest.mark.parametrize("mode", list(EXPECTED))
 def test_run_dialog_calls_per_mode(stack, mode):
     before = counters(stack)
+    middle = PROMPTS[mode][2] if mode in PROMPTS else None
+    middle_before = refiner_calls(stack, middle) if middle else 0
     kw = {"dialog": ["a dog on a beach", "is it sunny? yes", "any people? no"]} if mode == "chatir" else {}
     rounds = run_dialog(stack, mode, **kw)
     after = counters(stack)
+    if mode in PROMPTS:  # the orchestrator asks the refiner for the stages the paper's scripts run
+        first, refine, _ = PROMPTS[mode]
+        assert [r.prompt_id for r in rounds] == [first] + [refine] * N
+        assert refiner_calls(stack, middle) - middle_before == N
     assert [r.index for r in rounds] == list(range(N + 1))
     delta = {k: after[k] - before[k] for k in after}
     assert delta == EXPECTED[mode], delta

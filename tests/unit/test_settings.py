@@ -26,6 +26,7 @@ def opts(**kw):
     ("StableDiffusion3Pipeline", 28, 3.5),   # SD3.5-Large in genIR_CaptionImageRefinement.py
     ("FluxPipeline", 50, 3.5),               # FLUX.1-dev, same script
     ("Lumina2Pipeline", 50, 4.0),            # Lumina-Image-2.0, App. B
+    ("HiDreamImagePipeline", 16, 0.0),       # HiDream-I1-Fast, App. B (guidance-distilled)
 ])
 def test_paper_preset_is_the_default_and_renders_each_family_as_published(cls, steps, guidance):
     o = opts()
