@@ -32,7 +32,7 @@ from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, r
 from orchestrator.backends import Backends
 from orchestrator.datasets import Corpus
 from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step, fusion_weights, mode_name
-from orchestrator.settings import RenderSettings, effective_render, fit_chars, resolve_preset, sampling_for
+from orchestrator.settings import effective_render, fit_chars, resolve_preset, sampling_for
 from services.common import validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -287,9 +287,6 @@ class Engine:
                                                                       deadline=deadline)
         return self._generator_info
 
-    async def render_settings(self, st: DialogState) -> RenderSettings:
-        return effective_render(st.options, await self.generator_info(st.deadline))
-
     async def render(self, st: DialogState, query: str) -> tuple[common_pb2.Image, str]:
         """(image, rendered query): the query as rendered when it had to be cut, else "".
 
@@ -314,9 +311,6 @@ class Engine:
             log.info("round %d: query of %d characters rendered from its first %d", st.index, len(query), len(rendered))
             return resp.images[0], rendered
         return resp.images[0], ""
-
-    async def generate(self, st: DialogState, prompt: str) -> common_pb2.Image:
-        return (await self.render(st, prompt))[0]
 
     async def search(self, st: DialogState, **query) -> retriever_pb2.SearchResponse:
         req = retriever_pb2.SearchRequest(collection=st.collection, top_k=st.top_k, **query)

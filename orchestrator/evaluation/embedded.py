@@ -49,8 +49,14 @@ async def discover(generator: str | None, refiner: str | None, retriever: str | 
 
     import grpc
 
-    from genir.v1 import generator_pb2, generator_pb2_grpc, refiner_pb2, refiner_pb2_grpc, retriever_pb2, \
-        retriever_pb2_grpc
+    from genir.v1 import (
+        generator_pb2,
+        generator_pb2_grpc,
+        refiner_pb2,
+        refiner_pb2_grpc,
+        retriever_pb2,
+        retriever_pb2_grpc,
+    )
     from orchestrator.settings import effective_render, refiner_settings
 
     log = logging.getLogger("genir.eval")
