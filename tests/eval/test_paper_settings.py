@@ -1,9 +1,10 @@
 """`genir eval` uses the paper's settings by default (issue "GenIR as published", Done when).
 
-`genir eval --mode genir` with no settings flags, over the real refiner (Triton) and retriever of
-the shared stack and a generator service whose pipeline call is a GPU stand-in with SD3.5-Large's
-limits (tests/support/gpu_standin.py): the generator must receive 28 steps, guidance 3.5 and
-1024x1024 for every rendering, and run.json / summary.json must say so, with every model id.
+`genir eval --mode genir` with no settings flags, through an orchestrator over the real refiner
+(Triton) and retriever of the shared stack and a generator service whose pipeline call is a GPU
+stand-in with SD3.5-Large's limits (tests/support/gpu_standin.py): the generator must receive 28
+steps, guidance 3.5 and 1024x1024 for every rendering, and run.json / summary.json must say so,
+with every model id. Overrides are checked with the engine in-process (--embedded).
 """
 
 from __future__ import annotations
@@ -32,6 +33,23 @@ def sd35_standin(eval_world, tiny_models, tmp_path_factory):
         proc.terminate()
 
 
+@pytest.fixture(scope="module")
+def orchestrator_on_standin(eval_world, sd35_standin, tmp_path_factory):
+    """A second orchestrator: the stand-in generator, the stack's refiner and retriever."""
+    root = tmp_path_factory.mktemp("orch-standin")
+    stack, port = eval_world.stack, free_port()
+    cmd = ["python", "-m", "genir.cli", "serve", "orchestrator", "--host", "127.0.0.1", "--port", port,
+           "--metrics-port", free_port(), "--generator", sd35_standin[0], "--refiner", stack.target("refiner"),
+           "--retriever", stack.target("retriever"), "--collection", eval_world.collection, "--db", root / "s.sqlite",
+           "--corpus", eval_world.corpus, "--image-root", eval_world.image_root]
+    proc = Proc(cmd, root / "orchestrator.log").start()
+    try:
+        proc.wait_healthy(port, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+
+
 def run_eval(world, out, generator, *extra):
     stack = world.stack
     cmd = world.eval_cmd(out, "--embedded", "--generator", generator, "--refiner", stack.target("refiner"),
@@ -46,10 +64,18 @@ def received(record, since=0):
     return [json.loads(line) for line in record.read_text().splitlines()[since:]]
 
 
-def test_genir_eval_without_flags_renders_sd35_at_28_steps_guidance_3_5_1024(eval_world, sd35_standin, tmp_path):
+def test_genir_eval_without_flags_renders_sd35_at_28_steps_guidance_3_5_1024(eval_world, sd35_standin,
+                                                                             orchestrator_on_standin, tmp_path):
     generator, record = sd35_standin
-    run_eval(eval_world, tmp_path / "paper", generator, "--mode", "genir")
-    items = received(record)
+    before = len(record.read_text().splitlines()) if record.exists() else 0
+    # no settings flags; --generator/--refiner/--retriever only let the run record ids and effective values
+    cmd = eval_world.eval_cmd(tmp_path / "paper", "--mode", "genir", "--limit", 1, "--rounds", 1,
+                              "--retriever", eval_world.stack.target("retriever"), "--collection", eval_world.collection)
+    cmd[cmd.index("--orchestrator") + 1] = orchestrator_on_standin
+    cmd[cmd.index("--generator") + 1] = generator
+    done = subprocess.run(cmd, cwd=ROOT, env=proc_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    items = received(record, before)
     assert len(items) == 2  # rounds 0 and 1, one rendering each
     for it in items:
         assert (it["steps"], it["guidance"], it["width"], it["height"]) == (28, 3.5, 1024, 1024), it
