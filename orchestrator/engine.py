@@ -313,6 +313,12 @@ class Engine:
         return resp.images[0], ""
 
     async def search(self, st: DialogState, **query) -> retriever_pb2.SearchResponse:
+        # Text towers read at most a few hundred tokens; a longer answer is cut to what the
+        # retriever accepts instead of failing the dialog.
+        if "text" in query:
+            query["text"] = fit_chars(query["text"], validation.MAX_TEXT_CHARS)
+        if "fusion" in query:
+            query["fusion"].text = fit_chars(query["fusion"].text, validation.MAX_TEXT_CHARS)
         req = retriever_pb2.SearchRequest(collection=st.collection, top_k=st.top_k, **query)
         if st.target_id is not None:
             req.target_id = st.target_id

@@ -112,3 +112,40 @@ def test_hybrid_is_accepted_as_fusion_with_a_warning(caplog):
 def test_fit_chars_cuts_at_a_word_boundary(text, limit, expected):
     out = fit_chars(text, limit)
     assert out == expected and len(out) <= (limit or 4096)
+
+
+def test_a_text_query_longer_than_the_retriever_accepts_is_cut_not_refused():
+    """The engine's search over a real in-process gRPC retriever surface that records the request."""
+    import asyncio
+
+    import grpc
+
+    from genir.v1 import retriever_pb2, retriever_pb2_grpc
+    from orchestrator.backends import Backends
+    from orchestrator.engine import DialogState, Engine
+    from services.common import validation
+    from tests.support.procs import free_port
+
+    seen = []
+
+    class Recording(retriever_pb2_grpc.RetrieverServicer):
+        async def Search(self, request, context):
+            seen.append(request.text)
+            return retriever_pb2.SearchResponse()
+
+    async def go():
+        port = free_port()
+        server = grpc.aio.server()
+        retriever_pb2_grpc.add_RetrieverServicer_to_server(Recording(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        eng = Engine(Backends.local("127.0.0.1:1", "127.0.0.1:1", f"127.0.0.1:{port}"), collection="c")
+        st = DialogState(options=opts(), collection="c", top_k=10, base_seed=0, key="k")
+        try:
+            await eng.search(st, text="kite " * 3000)
+        finally:
+            await eng.close()
+            await server.stop(0)
+
+    asyncio.run(go())
+    assert len(seen) == 1 and 0 < len(seen[0]) <= validation.MAX_TEXT_CHARS and seen[0].endswith("kite")
