@@ -114,17 +114,37 @@ def test_fit_chars_cuts_at_a_word_boundary(text, limit, expected):
     assert out == expected and len(out) <= (limit or 4096)
 
 
-def test_a_text_query_longer_than_the_retriever_accepts_is_cut_not_refused():
-    """The engine's search over a real in-process gRPC retriever surface that records the request."""
-    import asyncio
-
+async def _engine_over(servicers: dict):
+    """An Engine whose backends are real in-process gRPC servers for the given servicers."""
     import grpc
 
-    from genir.v1 import retriever_pb2, retriever_pb2_grpc
+    from genir.v1 import generator_pb2_grpc, retriever_pb2_grpc
     from orchestrator.backends import Backends
-    from orchestrator.engine import DialogState, Engine
-    from services.common import validation
+    from orchestrator.engine import Engine
     from tests.support.procs import free_port
+
+    add = {"generator": generator_pb2_grpc.add_GeneratorServicer_to_server,
+           "retriever": retriever_pb2_grpc.add_RetrieverServicer_to_server}
+    server, port = grpc.aio.server(), free_port()
+    for name, servicer in servicers.items():
+        add[name](servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    target = f"127.0.0.1:{port}"
+    return Engine(Backends.local(target, target, target), collection="c"), server
+
+
+def _state():
+    from orchestrator.engine import DialogState
+
+    return DialogState(options=opts(), collection="c", top_k=10, base_seed=0, key="k")
+
+
+def test_a_text_query_longer_than_the_retriever_accepts_is_cut_not_refused():
+    import asyncio
+
+    from genir.v1 import retriever_pb2, retriever_pb2_grpc
+    from services.common import validation
 
     seen = []
 
@@ -134,18 +154,44 @@ def test_a_text_query_longer_than_the_retriever_accepts_is_cut_not_refused():
             return retriever_pb2.SearchResponse()
 
     async def go():
-        port = free_port()
-        server = grpc.aio.server()
-        retriever_pb2_grpc.add_RetrieverServicer_to_server(Recording(), server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        eng = Engine(Backends.local("127.0.0.1:1", "127.0.0.1:1", f"127.0.0.1:{port}"), collection="c")
-        st = DialogState(options=opts(), collection="c", top_k=10, base_seed=0, key="k")
+        eng, server = await _engine_over({"retriever": Recording()})
         try:
-            await eng.search(st, text="kite " * 3000)
+            await eng.search(_state(), text="kite " * 3000)
         finally:
             await eng.close()
             await server.stop(0)
 
     asyncio.run(go())
     assert len(seen) == 1 and 0 < len(seen[0]) <= validation.MAX_TEXT_CHARS and seen[0].endswith("kite")
+
+
+def test_a_refiner_answer_over_the_generators_character_limit_is_rendered_from_its_head():
+    """The generator refuses prompts over max_prompt_chars even with truncate_prompt; the engine cuts
+    first, and reports what was rendered (the round records it as query_cut / rendered_query)."""
+    import asyncio
+
+    from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+
+    seen = []
+
+    class Recording(generator_pb2_grpc.GeneratorServicer):
+        async def Info(self, request, context):
+            return info(max_side=512, default=64)
+
+        async def Generate(self, request, context):
+            seen.append(request)
+            return generator_pb2.GenerateResponse(images=[common_pb2.Image(data=b"png", width=64, height=64)])
+
+    async def go():
+        eng, server = await _engine_over({"generator": Recording()})
+        try:
+            return await eng.render(_state(), "red kite " * 1000)
+        finally:
+            await eng.close()
+            await server.stop(0)
+
+    image, rendered = asyncio.run(go())
+    req = seen[0]
+    assert image.data == b"png" and req.truncate_prompt and len(req.prompt) <= 4096
+    assert rendered == req.prompt and ("red kite " * 1000).startswith(rendered)
+    assert (req.num_inference_steps, round(req.guidance_scale, 3)) == (28, 3.5)  # the preset, sent explicitly
