@@ -71,6 +71,8 @@ class Mode:
         cmp = await self.eng.refiner("compare", "Compare", st, refiner_pb2.CompareRequest(
             target=st.target, generated=last.image, caption=last.query, sampling=st.sampling("compare"),
             prompt_set=st.prompt_set, style=style))
+        if not cmp.text.strip():
+            return _unchanged(st, "comparison")
         req = refiner_pb2.RefineRequest(caption=last.query, feedback=cmp.text, target=st.target,
                                         sampling=st.sampling("refine"), prompt_set=st.prompt_set,
                                         feedback_source=refiner_pb2.FEEDBACK_SOURCE_COMPARISON)
@@ -89,6 +91,13 @@ class Mode:
     async def _search(self, st, **query) -> Shown:
         resp = await self.eng.search(st, **query)
         return Shown(None, list(resp.hits), resp.target_rank if resp.HasField("target_rank") else None)
+
+
+def _unchanged(st, what: str) -> Step:
+    """A VLM can answer nothing: with no feedback there is nothing to refine, so the round searches
+    with the previous query again (its empty `feedback` shows it), instead of failing the dialog."""
+    log.warning("round %d: empty %s from the refiner; keeping the previous query", st.index, what)
+    return Step(st.last.query, "", "")
 
 
 class GenIR(Mode):
@@ -119,6 +128,8 @@ class Verbal(Mode):
         last = st.last
         crit = await self.eng.refiner("critique", "Critique", st, refiner_pb2.CritiqueRequest(
             target=st.target, caption=last.query, sampling=st.sampling("critique"), prompt_set=st.prompt_set))
+        if not crit.text.strip():
+            return _unchanged(st, "critique")
         ref = await self.eng.refiner("refine", "Refine", st, refiner_pb2.RefineRequest(
             caption=last.query, feedback=crit.text, target=st.target, sampling=st.sampling("refine"),
             prompt_set=st.prompt_set, feedback_source=refiner_pb2.FEEDBACK_SOURCE_CRITIQUE))

@@ -118,13 +118,14 @@ async def _engine_over(servicers: dict):
     """An Engine whose backends are real in-process gRPC servers for the given servicers."""
     import grpc
 
-    from genir.v1 import generator_pb2_grpc, retriever_pb2_grpc
+    from genir.v1 import generator_pb2_grpc, refiner_pb2_grpc, retriever_pb2_grpc
     from orchestrator.backends import Backends
     from orchestrator.engine import Engine
     from tests.support.procs import free_port
 
     add = {"generator": generator_pb2_grpc.add_GeneratorServicer_to_server,
-           "retriever": retriever_pb2_grpc.add_RetrieverServicer_to_server}
+           "retriever": retriever_pb2_grpc.add_RetrieverServicer_to_server,
+           "refiner": refiner_pb2_grpc.add_RefinerServicer_to_server}
     server, port = grpc.aio.server(), free_port()
     for name, servicer in servicers.items():
         add[name](servicer, server)
@@ -195,3 +196,41 @@ def test_a_refiner_answer_over_the_generators_character_limit_is_rendered_from_i
     assert image.data == b"png" and req.truncate_prompt and len(req.prompt) <= 4096
     assert rendered == req.prompt and ("red kite " * 1000).startswith(rendered)
     assert (req.num_inference_steps, round(req.guidance_scale, 3)) == (28, 3.5)  # the preset, sent explicitly
+
+
+@pytest.mark.parametrize("mode,empty", [("genir", "Compare"), ("verbal", "Critique"), ("prediction", "Compare")])
+def test_an_empty_comparison_or_critique_keeps_the_previous_query_instead_of_failing(mode, empty):
+    """A VLM can answer nothing; Refine would refuse empty feedback and the target would drop out."""
+    import asyncio
+
+    from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
+    from orchestrator.engine import Last
+
+    calls = []
+
+    class Answers(refiner_pb2_grpc.RefinerServicer):
+        async def Compare(self, request, context):
+            calls.append("Compare")
+            return refiner_pb2.RefinerResponse(text="")
+
+        async def Critique(self, request, context):
+            calls.append("Critique")
+            return refiner_pb2.RefinerResponse(text="  ")
+
+        async def Refine(self, request, context):
+            calls.append("Refine")
+            return refiner_pb2.RefinerResponse(text="never used")
+
+    async def go():
+        eng, server = await _engine_over({"refiner": Answers()})
+        st = _state()
+        st.mode, st.target = mode, common_pb2.Image(data=b"t")
+        st.last = Last("a red kite", common_pb2.Image(data=b"shown"), 3)
+        try:
+            return await eng._modes[mode].follow(st)
+        finally:
+            await eng.close()
+            await server.stop(0)
+
+    step = asyncio.run(go())
+    assert (step.query, step.feedback) == ("a red kite", "") and calls == [empty]
