@@ -25,6 +25,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "run"): ("orchestrator.evaluation.cli", "run a benchmark evaluation (also: genir eval ...)"),
     ("eval", "merge"): ("orchestrator.evaluation.merge", "merge shard/mode result folders"),
     ("eval", "compare"): ("orchestrator.evaluation.compare", "side-by-side table of modes per round"),
+    ("eval", "rescore"): ("orchestrator.evaluation.rescore", "score a run's queries by text->image retrieval"),
     ("eval", "submit"): ("orchestrator.evaluation.submit", "run an evaluation as a Kubernetes Indexed Job"),
     ("up",): ("orchestrator.up", "start all services as local processes"),
     ("demo",): ("orchestrator.demo", "end-to-end demo on tiny models"),

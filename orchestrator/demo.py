@@ -113,7 +113,7 @@ async def run_dialogs(target: str, n_targets: int, rounds: int, corpus_size: int
     ref = orchestrator_pb2.SessionOptions(image_delivery=common_pb2.IMAGE_DELIVERY_REFERENCE)
     step = max(1, corpus_size // max(1, n_targets))
     plan = [("genir", str(i * step)) for i in range(n_targets)]
-    plan += [(m, "0") for m in ("verbal", "prediction", "hybrid", "chatir")]
+    plan += [(m, "0") for m in ("verbal", "prediction", "fusion", "chatir")]
     async with grpc.aio.insecure_channel(target) as ch:
         stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
         for mode, tid in plan:

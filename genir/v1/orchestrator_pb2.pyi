@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SessionOptions(_message.Message):
-    __slots__ = ("collection", "top_k", "image_delivery", "seed", "width", "height", "num_inference_steps", "guidance_scale", "image_weight", "text_weight")
+    __slots__ = ("collection", "top_k", "image_delivery", "seed", "width", "height", "num_inference_steps", "guidance_scale", "image_weight", "text_weight", "preset", "prompt_set", "max_new_tokens", "chatir_per_round")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DELIVERY_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,10 @@ class SessionOptions(_message.Message):
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEXT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_SET_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHATIR_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
     collection: str
     top_k: int
     image_delivery: _common_pb2.ImageDelivery
@@ -32,7 +36,11 @@ class SessionOptions(_message.Message):
     guidance_scale: float
     image_weight: float
     text_weight: float
-    def __init__(self, collection: _Optional[str] = ..., top_k: _Optional[int] = ..., image_delivery: _Optional[_Union[_common_pb2.ImageDelivery, str]] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., image_weight: _Optional[float] = ..., text_weight: _Optional[float] = ...) -> None: ...
+    preset: str
+    prompt_set: str
+    max_new_tokens: int
+    chatir_per_round: bool
+    def __init__(self, collection: _Optional[str] = ..., top_k: _Optional[int] = ..., image_delivery: _Optional[_Union[_common_pb2.ImageDelivery, str]] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., image_weight: _Optional[float] = ..., text_weight: _Optional[float] = ..., preset: _Optional[str] = ..., prompt_set: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., chatir_per_round: _Optional[bool] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("query", "mode", "options")
@@ -107,7 +115,7 @@ class GetCorpusImageRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ..., max_side: _Optional[int] = ...) -> None: ...
 
 class Round(_message.Message):
-    __slots__ = ("index", "query", "generated", "hits", "feedback", "timings", "target_rank", "seed", "session_id", "prompt_id")
+    __slots__ = ("index", "query", "generated", "hits", "feedback", "timings", "target_rank", "seed", "session_id", "prompt_id", "query_cut", "rendered_query")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     GENERATED_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +126,8 @@ class Round(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_CUT_FIELD_NUMBER: _ClassVar[int]
+    RENDERED_QUERY_FIELD_NUMBER: _ClassVar[int]
     index: int
     query: str
     generated: _common_pb2.Image
@@ -128,7 +138,9 @@ class Round(_message.Message):
     seed: int
     session_id: str
     prompt_id: str
-    def __init__(self, index: _Optional[int] = ..., query: _Optional[str] = ..., generated: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[_common_pb2.Hit, _Mapping]]] = ..., feedback: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ..., target_rank: _Optional[int] = ..., seed: _Optional[int] = ..., session_id: _Optional[str] = ..., prompt_id: _Optional[str] = ...) -> None: ...
+    query_cut: bool
+    rendered_query: str
+    def __init__(self, index: _Optional[int] = ..., query: _Optional[str] = ..., generated: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[_common_pb2.Hit, _Mapping]]] = ..., feedback: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ..., target_rank: _Optional[int] = ..., seed: _Optional[int] = ..., session_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., query_cut: _Optional[bool] = ..., rendered_query: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("session_id", "mode", "options", "rounds", "created_at", "expires_at", "created", "expires")

@@ -30,7 +30,8 @@ class OrchestratorStub:
     """Dialog rounds over the generator, refiner and retriever.
     Modes: "genir" (render -> image search), "verbal" (critique -> text search),
     "prediction" (text search, top-1 shown), "chatir" (ChatIR dialog prefixes, text search),
-    "hybrid" (rendering and text searched together with fusion weights).
+    "fusion" (rendering and text searched together with fusion weights; "hybrid" is its old name,
+    still accepted). Options default to the paper's settings (preset "paper").
     When auth is enabled, every call needs metadata `authorization: Bearer <token>`.
     """
 
@@ -81,7 +82,8 @@ class OrchestratorServicer:
     """Dialog rounds over the generator, refiner and retriever.
     Modes: "genir" (render -> image search), "verbal" (critique -> text search),
     "prediction" (text search, top-1 shown), "chatir" (ChatIR dialog prefixes, text search),
-    "hybrid" (rendering and text searched together with fusion weights).
+    "fusion" (rendering and text searched together with fusion weights; "hybrid" is its old name,
+    still accepted). Options default to the paper's settings (preset "paper").
     When auth is enabled, every call needs metadata `authorization: Bearer <token>`.
     """
 
@@ -182,7 +184,8 @@ class Orchestrator:
     """Dialog rounds over the generator, refiner and retriever.
     Modes: "genir" (render -> image search), "verbal" (critique -> text search),
     "prediction" (text search, top-1 shown), "chatir" (ChatIR dialog prefixes, text search),
-    "hybrid" (rendering and text searched together with fusion weights).
+    "fusion" (rendering and text searched together with fusion weights; "hybrid" is its old name,
+    still accepted). Options default to the paper's settings (preset "paper").
     When auth is enabled, every call needs metadata `authorization: Bearer <token>`.
     """
 

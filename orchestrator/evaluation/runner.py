@@ -29,7 +29,8 @@ from orchestrator.evaluation.records import DIALOGS, DialogLog, load_dialogs, ra
 
 log = logging.getLogger("genir.eval")
 
-MODES = ("genir", "verbal", "prediction", "chatir", "hybrid")
+MODES = ("genir", "verbal", "prediction", "chatir", "fusion")
+MODE_ALIASES = {"hybrid": "fusion"}  # old name, accepted with a warning
 HEADLINE_K = 10
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -62,8 +63,14 @@ class EvalConfig:
     width: int = 0
     height: int = 0
     num_inference_steps: int = 0
-    image_weight: float = 0.0
-    text_weight: float = 0.0
+    image_weight: float | None = None   # fusion mode; None = 0.5
+    text_weight: float | None = None
+    preset: str = "paper"               # services/common/presets.py
+    prompt_set: str = ""                # "" = the preset's
+    max_new_tokens: int = 0             # 0 = the preset's per-stage budgets
+    guidance: float | None = None       # None = the preset's (or the generator's)
+    chatir_per_round: bool = False      # chatir: round t's string alone, not the joined prefix
+    effective: dict = field(default_factory=dict)  # every value the services use (cli.discover)
     label: str = ""               # name of this run in merged comparisons; "" = the mode
     retries: int = 3              # extra attempts per dialog on a transient failure
     retry_backoff_s: float = 1.0
@@ -78,7 +85,8 @@ class EvalConfig:
     def identity(self) -> dict:
         """What must match for dialogs from two runs to be the same experiment (resume, merge)."""
         keep = ("mode", "rounds", "seed", "top_k", "collection", "width", "height", "num_inference_steps",
-                "image_weight", "text_weight")
+                "image_weight", "text_weight", "preset", "prompt_set", "max_new_tokens", "guidance", "effective",
+                "chatir_per_round")
         d = asdict(self)
         return {k: d[k] for k in keep} | {"label": self.name}
 
@@ -132,6 +140,19 @@ def check_queries(queries: Sequence[Query], cfg: EvalConfig) -> None:
             q = short[0]
             raise EvalError(f"chatir mode needs {cfg.rounds + 1} dialog strings per target; {q.img!r} has "
                             f"{len(q.dialog)} ({len(short)} target(s) too short)")
+
+
+def session_options(c: EvalConfig) -> orchestrator_pb2.SessionOptions:
+    """The SessionOptions every dialog of the run sends (unset = the preset decides)."""
+    opts = orchestrator_pb2.SessionOptions(
+        collection=c.collection, top_k=c.top_k, image_delivery=common_pb2.IMAGE_DELIVERY_INLINE, seed=c.seed,
+        width=c.width, height=c.height, num_inference_steps=c.num_inference_steps, preset=c.preset,
+        prompt_set=c.prompt_set, max_new_tokens=c.max_new_tokens, chatir_per_round=c.chatir_per_round)
+    for name, value in (("image_weight", c.image_weight), ("text_weight", c.text_weight),
+                        ("guidance_scale", c.guidance)):
+        if value is not None:
+            setattr(opts, name, value)
+    return opts
 
 
 # --------------------------------------------------------------------------- dialog sources
@@ -261,10 +282,7 @@ class EvalRunner:
     # ---- one dialog
     def request_for(self, q: Query) -> orchestrator_pb2.RunDialogRequest:
         c = self.cfg
-        opts = orchestrator_pb2.SessionOptions(
-            collection=c.collection, top_k=c.top_k, image_delivery=common_pb2.IMAGE_DELIVERY_INLINE, seed=c.seed,
-            width=c.width, height=c.height, num_inference_steps=c.num_inference_steps,
-            image_weight=c.image_weight, text_weight=c.text_weight)
+        opts = session_options(c)
         return orchestrator_pb2.RunDialogRequest(
             target_id=str(q.target_id), mode=c.mode, rounds=c.rounds,
             dialog=list(q.dialog[: c.rounds + 1]) if c.mode == "chatir" else [], options=opts)
