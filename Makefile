@@ -29,7 +29,7 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Prometheus/promtool and Chromium, which tests start for real (apt-get when root, else the command to run).
+# Prometheus/promtool and Chromium + chromedriver, which tests start for real (apt-get when root, else the command to run).
 system-deps:
 	@scripts/system-deps
 

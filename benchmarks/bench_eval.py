@@ -89,6 +89,9 @@ async def _capacities(stack, records: list[dict], out: Path, image_root: Path, c
         retriever_pb2_grpc,
     )
     from orchestrator.engine import derive_seed
+    from services.common.presets import FAMILIES
+
+    sd3 = FAMILIES["StableDiffusion3Pipeline"]
 
     def image(rel: str, root: Path) -> common_pb2.Image:
         return common_pb2.Image(data=(root / rel).read_bytes(), mime_type="image/png")
@@ -108,10 +111,11 @@ async def _capacities(stack, records: list[dict], out: Path, image_root: Path, c
         async def gen_unit(i):
             rec = records[i % len(records)]
             for r in rec["rounds"]:
-                # as the engine sends it: over-long queries rendered from their head
+                # as the engine sends it: over-long queries rendered from their head, the paper
+                # preset's steps and guidance (the tiny model renders at its own default size)
                 await gen.Generate(generator_pb2.GenerateRequest(
-                    prompt=r["query"], seed=r["seed"], truncate_prompt=True,
-                    output_format=generator_pb2.OUTPUT_FORMAT_PNG), timeout=300)
+                    prompt=r["query"], seed=r["seed"], truncate_prompt=True, num_inference_steps=sd3.steps,
+                    guidance_scale=sd3.guidance, output_format=generator_pb2.OUTPUT_FORMAT_PNG), timeout=300)
 
         async def ret_unit(i):
             rec = records[i % len(records)]

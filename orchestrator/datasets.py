@@ -95,8 +95,11 @@ def load_queries(path: str | Path, corpus: Corpus) -> list[Query]:
     return queries
 
 
-def chatir_query(dialog: tuple[str, ...] | list[str], round_index: int) -> str:
-    """The ChatIR protocol's round-t text query: the caption and the first t Q/A turns, comma-joined."""
+def chatir_query(dialog: tuple[str, ...] | list[str], round_index: int, per_round: bool = False) -> str:
+    """The ChatIR protocol's round-t text query: the caption and the first t Q/A turns, comma-joined;
+    with `per_round`, the t-th string alone (round 0: the caption; PlugIR's variant)."""
     if round_index < 0 or round_index >= len(dialog):
         raise DatasetError(f"round {round_index} needs a dialog of at least {round_index + 1} strings, got {len(dialog)}")
+    if per_round:
+        return dialog[round_index]
     return ", ".join(dialog[: round_index + 1])

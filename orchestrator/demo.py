@@ -113,7 +113,7 @@ async def run_dialogs(target: str, n_targets: int, rounds: int, corpus_size: int
     ref = orchestrator_pb2.SessionOptions(image_delivery=common_pb2.IMAGE_DELIVERY_REFERENCE)
     step = max(1, corpus_size // max(1, n_targets))
     plan = [("genir", str(i * step)) for i in range(n_targets)]
-    plan += [(m, "0") for m in ("verbal", "prediction", "hybrid", "chatir")]
+    plan += [(m, "0") for m in ("verbal", "prediction", "fusion", "chatir")]
     async with grpc.aio.insecure_channel(target) as ch:
         stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
         for mode, tid in plan:
@@ -145,7 +145,7 @@ def table(rows: list[dict]) -> str:
     head = f"{'mode':<10} {'target':>6} {'rnd':>3} {'rank':>5} {'hit@10':>6} {'top-3 hits':<14} {'secs':>6}  query"
     lines = [head, "-" * len(head)]
     for r in rows:
-        rank = "-" if r["target_rank"] is None else str(r["target_rank"])
+        rank = "-" if r["target_rank"] is None else str(r["target_rank"] + 1)  # people count from 1
         hit = "-" if r["target_rank"] is None else ("yes" if r["target_rank"] < 10 else "no")
         secs = sum(r["timings"].values())
         query = r["query"].replace("\n", " ")

@@ -31,7 +31,8 @@ from prometheus_client import Histogram
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
 from orchestrator.backends import Backends
 from orchestrator.datasets import Corpus
-from orchestrator.modes import MODES, Mode, Shown, Step, mode_name
+from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step, fusion_weights, mode_name
+from orchestrator.settings import effective_render, fit_chars, resolve_preset, sampling_for
 from services.common import validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.metrics import LATENCY_BUCKETS
@@ -67,6 +68,7 @@ class DialogState:
     top_k: int
     base_seed: int
     key: str                                   # target id, or a session's fixed key
+    mode: str = "genir"
     target_id: str | None = None
     target: common_pb2.Image | None = None
     dialog: tuple[str, ...] = ()
@@ -74,12 +76,11 @@ class DialogState:
     deadline: float | None = None               # absolute time.monotonic()
     timings: list = field(default_factory=list)
     backend_timings: list = field(default_factory=list)
-    prompt_truncated: bool = False
     last: Last | None = None
 
     def begin(self, index: int, deadline: float | None) -> None:
         self.index, self.deadline, self.timings = index, deadline, []
-        self.backend_timings, self.prompt_truncated = [], False
+        self.backend_timings = []
 
     def record_backend(self, stage: str, timings) -> None:
         """A backend's own timings of one call, kept as "<stage>.<its stage>"."""
@@ -89,7 +90,12 @@ class DialogState:
         return derive_seed(self.base_seed, self.key, self.index, stage)
 
     def sampling(self, stage: str) -> common_pb2.Sampling:
-        return common_pb2.Sampling(seed=self.seed(stage))
+        """The stage's seed plus the preset's sampling and token budget (settings.sampling_for)."""
+        return sampling_for(self.options, self.mode, stage, self.seed(stage))
+
+    @property
+    def prompt_set(self) -> str:
+        return self.options.prompt_set
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -103,7 +109,7 @@ class DialogState:
 
 
 def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: str) -> orchestrator_pb2.SessionOptions:
-    """Validated copy of the options with defaults filled in (collection, top_k)."""
+    """Validated copy of the options with defaults filled in (collection, top_k, preset, prompt set)."""
     out = orchestrator_pb2.SessionOptions()
     out.CopyFrom(opts)
     out.collection = (opts.collection or default_collection).strip()
@@ -118,6 +124,9 @@ def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: s
         validation.float_range(opts.guidance_scale, "options.guidance_scale", 0.0, 100.0)
     if opts.HasField("seed"):
         validation.int_range(opts.seed, "options.seed", 0, SEED_MASK)
+    fusion_weights(opts)
+    validation.int_range(opts.max_new_tokens, "options.max_new_tokens", 0, 4096)
+    resolve_preset(out)
     validation.choice(opts.image_delivery, "options.image_delivery", set(common_pb2.ImageDelivery.values()))
     return out
 
@@ -135,7 +144,9 @@ class Engine:
         self.images = images
         self._own = own_backends
         self._modes: dict[str, Mode] = {name: cls(self) for name, cls in MODES.items()}
+        self._modes.update({old: self._modes[new] for old, new in ALIASES.items()})  # sessions stored before
         self._image_cache: OrderedDict[str, common_pb2.Image] = OrderedDict()
+        self._generator_info: generator_pb2.GeneratorInfo | None = None
 
     # ------------------------------------------------------------------ simulated dialogs
     async def run_dialog(self, request: orchestrator_pb2.RunDialogRequest,
@@ -166,7 +177,7 @@ class Engine:
         base = options.seed if options.HasField("seed") else 0
         options.seed = base
         st = DialogState(options=options, collection=options.collection, top_k=options.top_k, base_seed=base,
-                         key=target_id, target_id=target_id, dialog=dialog)
+                         key=target_id, mode=name, target_id=target_id, dialog=dialog)
         if mode.target_image:
             st.target = self.target_image(target_id)
         return mode, st
@@ -220,7 +231,7 @@ class Engine:
                       rounds: list[orchestrator_pb2.Round], last_image: common_pb2.Image | None) -> tuple[Mode, DialogState]:
         """State of a human session (no target) positioned after its stored rounds."""
         st = DialogState(options=options, collection=options.collection, top_k=options.top_k,
-                         base_seed=options.seed, key=key, index=len(rounds))
+                         base_seed=options.seed, key=key, mode=ALIASES.get(mode, mode), index=len(rounds))
         if rounds:
             prev = rounds[-1]
             st.last = Last(prev.query, last_image, prev.target_rank if prev.HasField("target_rank") else None)
@@ -234,7 +245,8 @@ class Engine:
             if st.last is None:
                 raise FailedPrecondition("feedback: the session has no previous query to refine")
             r = await self.refiner("refine", "Refine", st, refiner_pb2.RefineRequest(
-                caption=st.last.query, feedback=feedback, sampling=st.sampling("refine")))
+                caption=st.last.query, feedback=feedback, sampling=st.sampling("refine"), prompt_set=st.prompt_set,
+                feedback_source=refiner_pb2.FEEDBACK_SOURCE_PERSON))
             step = Step(r.text, feedback, r.prompt_id)
         else:
             step = Step(query)
@@ -252,11 +264,13 @@ class Engine:
         shown: Shown = await mode.show(st, query)
         rnd = orchestrator_pb2.Round(index=st.index, query=query, feedback=step.feedback, hits=shown.hits,
                                      timings=st.timings, seed=st.seed(), prompt_id=step.prompt_id,
-                                     backend_timings=st.backend_timings, prompt_truncated=st.prompt_truncated)
+                                     backend_timings=st.backend_timings)
         if shown.image is not None:
             rnd.generated.CopyFrom(shown.image)
         if shown.target_rank is not None:
             rnd.target_rank = shown.target_rank
+        if shown.rendered_query:
+            rnd.query_cut, rnd.rendered_query = True, shown.rendered_query
         st.last = Last(query, shown.image, shown.target_rank)
         return rnd
 
@@ -274,25 +288,46 @@ class Engine:
         return out
 
     # ------------------------------------------------------------------ backend verbs
-    async def generate(self, st: DialogState, prompt: str) -> common_pb2.Image:
-        o = st.options
-        req = generator_pb2.GenerateRequest(prompt=prompt, seed=st.seed(), width=o.width, height=o.height,
-                                            num_inference_steps=o.num_inference_steps,
+    async def generator_info(self, deadline: float | None = None) -> generator_pb2.GeneratorInfo:
+        """The generator's model and limits, asked once (the preset depends on its family)."""
+        if self._generator_info is None:
+            self._generator_info = await self.backends.generator.call("Info", generator_pb2.InfoRequest(),
+                                                                      deadline=deadline)
+        return self._generator_info
+
+    async def render(self, st: DialogState, query: str) -> tuple[common_pb2.Image, str]:
+        """(image, rendered query): the query as rendered when it had to be cut, else "".
+
+        A refiner answer longer than the generator reads is cut here, never refused: first to the
+        generator's character limit (at a word boundary), then to its token limit by the generator
+        itself (truncate_prompt, as the reference pipelines do). The round keeps the full query.
+        """
+        info = await self.generator_info(st.deadline)
+        r = effective_render(st.options, info)
+        prompt = fit_chars(query, info.max_prompt_chars)
+        req = generator_pb2.GenerateRequest(prompt=prompt, seed=st.seed(), width=r.width, height=r.height,
+                                            num_inference_steps=r.steps, truncate_prompt=True,
                                             output_format=generator_pb2.OUTPUT_FORMAT_PNG)
-        if o.HasField("guidance_scale"):
-            req.guidance_scale = o.guidance_scale
-        # A query longer than the text encoders read is rendered from its head, as the reference
-        # pipelines do; the round keeps the full query.
-        req.truncate_prompt = True
+        if r.guidance is not None:
+            req.guidance_scale = r.guidance
         with st.stage("generate"):
             resp = await self.backends.generator.call("Generate", req, deadline=st.deadline)
         st.record_backend("generate", resp.timings)
-        st.prompt_truncated = st.prompt_truncated or resp.prompt_truncated
         if not resp.images:
             raise FailedPrecondition("generator: Generate returned no image")
-        return resp.images[0]
+        rendered = resp.rendered_prompt if resp.prompt_truncated else prompt
+        if rendered != query:
+            log.info("round %d: query of %d characters rendered from its first %d", st.index, len(query), len(rendered))
+            return resp.images[0], rendered
+        return resp.images[0], ""
 
     async def search(self, st: DialogState, **query) -> retriever_pb2.SearchResponse:
+        # Text towers read at most a few hundred tokens; a longer answer is cut to what the
+        # retriever accepts instead of failing the dialog.
+        if "text" in query:
+            query["text"] = fit_chars(query["text"], validation.MAX_TEXT_CHARS)
+        if "fusion" in query:
+            query["fusion"].text = fit_chars(query["fusion"].text, validation.MAX_TEXT_CHARS)
         req = retriever_pb2.SearchRequest(collection=st.collection, top_k=st.top_k, **query)
         if st.target_id is not None:
             req.target_id = st.target_id

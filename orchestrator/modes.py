@@ -11,6 +11,7 @@ person's feedback).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ from services.common.errors import InvalidArgument
 
 if TYPE_CHECKING:  # pragma: no cover
     from orchestrator.engine import DialogState, Engine
+
+log = logging.getLogger("genir.orchestrator.modes")
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Shown:
     image: common_pb2.Image | None
     hits: list = field(default_factory=list)
     target_rank: int | None = None
+    rendered_query: str = ""      # set when the query was cut to the generator's limits
 
 
 class Mode:
@@ -58,15 +62,20 @@ class Mode:
     # shared verbs ------------------------------------------------------------------
     async def _caption(self, st, style) -> Step:
         r = await self.eng.refiner("caption", "Caption", st, refiner_pb2.CaptionRequest(
-            target=st.target, style=style, sampling=st.sampling("caption")))
+            target=st.target, style=style, sampling=st.sampling("caption"), prompt_set=st.prompt_set))
         return Step(r.text, "", r.prompt_id)
 
     async def _compare_refine(self, st, *, pass_shown: bool = False) -> Step:
         last = st.last
+        style = refiner_pb2.CAPTION_STYLE_RETRIEVAL if pass_shown else refiner_pb2.CAPTION_STYLE_GENERATION
         cmp = await self.eng.refiner("compare", "Compare", st, refiner_pb2.CompareRequest(
-            target=st.target, generated=last.image, caption=last.query, sampling=st.sampling("compare")))
+            target=st.target, generated=last.image, caption=last.query, sampling=st.sampling("compare"),
+            prompt_set=st.prompt_set, style=style))
+        if not cmp.text.strip():
+            return _unchanged(st, "comparison")
         req = refiner_pb2.RefineRequest(caption=last.query, feedback=cmp.text, target=st.target,
-                                        sampling=st.sampling("refine"))
+                                        sampling=st.sampling("refine"), prompt_set=st.prompt_set,
+                                        feedback_source=refiner_pb2.FEEDBACK_SOURCE_COMPARISON)
         if pass_shown:  # prediction feedback: the retrieved image and the rank it really had
             req.generated.CopyFrom(last.image)
             if last.target_rank is not None:
@@ -74,12 +83,21 @@ class Mode:
         ref = await self.eng.refiner("refine", "Refine", st, req)
         return Step(ref.text, cmp.text, ref.prompt_id)
 
-    async def _render(self, st, query) -> common_pb2.Image:
-        return await self.eng.generate(st, query)
+    async def _render(self, st, query) -> Shown:
+        """The rendering of `query` (cut to the generator's limits first when too long)."""
+        image, rendered = await self.eng.render(st, query)
+        return Shown(image, rendered_query=rendered)
 
     async def _search(self, st, **query) -> Shown:
         resp = await self.eng.search(st, **query)
         return Shown(None, list(resp.hits), resp.target_rank if resp.HasField("target_rank") else None)
+
+
+def _unchanged(st, what: str) -> Step:
+    """A VLM can answer nothing: with no feedback there is nothing to refine, so the round searches
+    with the previous query again (its empty `feedback` shows it), instead of failing the dialog."""
+    log.warning("round %d: empty %s from the refiner; keeping the previous query", st.index, what)
+    return Step(st.last.query, "", "")
 
 
 class GenIR(Mode):
@@ -93,9 +111,9 @@ class GenIR(Mode):
         return await self._compare_refine(st)
 
     async def show(self, st, query):
-        image = await self._render(st, query)
-        shown = await self._search(st, image=image)
-        shown.image = image
+        made = await self._render(st, query)
+        shown = await self._search(st, image=made.image)
+        shown.image, shown.rendered_query = made.image, made.rendered_query
         return shown
 
 
@@ -109,9 +127,12 @@ class Verbal(Mode):
     async def follow(self, st):
         last = st.last
         crit = await self.eng.refiner("critique", "Critique", st, refiner_pb2.CritiqueRequest(
-            target=st.target, caption=last.query, sampling=st.sampling("critique")))
+            target=st.target, caption=last.query, sampling=st.sampling("critique"), prompt_set=st.prompt_set))
+        if not crit.text.strip():
+            return _unchanged(st, "critique")
         ref = await self.eng.refiner("refine", "Refine", st, refiner_pb2.RefineRequest(
-            caption=last.query, feedback=crit.text, target=st.target, sampling=st.sampling("refine")))
+            caption=last.query, feedback=crit.text, target=st.target, sampling=st.sampling("refine"),
+            prompt_set=st.prompt_set, feedback_source=refiner_pb2.FEEDBACK_SOURCE_CRITIQUE))
         return Step(ref.text, crit.text, ref.prompt_id)
 
     async def show(self, st, query):
@@ -137,7 +158,8 @@ class Prediction(Mode):
 
 
 class ChatIR(Mode):
-    """ChatIR human dialogs: round t's query is the caption plus the first t Q/A turns."""
+    """ChatIR human dialogs: round t's query is the caption plus the first t Q/A turns (or, with
+    options.chatir_per_round, the t-th string alone)."""
     name = "chatir"
     session = False
     target_image = False
@@ -153,29 +175,46 @@ class ChatIR(Mode):
 
     @staticmethod
     def _query(st, t):
-        return chatir_query(st.dialog, t)
+        return chatir_query(st.dialog, t, per_round=st.options.chatir_per_round)
 
 
-class Hybrid(GenIR):
-    """GenIR's dialog, but its rendering and the query text are searched together (score fusion)."""
-    name = "hybrid"
+class Fusion(GenIR):
+    """GenIR's dialog, but its rendering and the query text are searched together (score fusion).
+    Not the paper's "hybrid" (Table 5: a per-query choice between two runs; `genir eval compare
+    --hybrid`). Weights default to 0.5 each; 0 is allowed for image-only or text-only search."""
+    name = "fusion"
 
     async def show(self, st, query):
-        image = await self._render(st, query)
-        fusion = retriever_pb2.Fusion(image=image, text=query, image_weight=st.options.image_weight or 0.5,
-                                      text_weight=st.options.text_weight or 0.5)
+        made = await self._render(st, query)
+        w_image, w_text = fusion_weights(st.options)
+        fusion = retriever_pb2.Fusion(image=made.image, text=query, image_weight=w_image, text_weight=w_text)
         shown = await self._search(st, fusion=fusion)
-        shown.image = image
+        shown.image, shown.rendered_query = made.image, made.rendered_query
         return shown
 
 
-MODES: dict[str, type[Mode]] = {m.name: m for m in (GenIR, Verbal, Prediction, ChatIR, Hybrid)}
+def fusion_weights(options) -> tuple[float, float]:
+    """(image, text) weights: unset = 0.5; both 0 would score every image equally."""
+    w_image = options.image_weight if options.HasField("image_weight") else 0.5
+    w_text = options.text_weight if options.HasField("text_weight") else 0.5
+    if w_image == 0 and w_text == 0:
+        raise InvalidArgument("options.image_weight, options.text_weight: both 0; at least one must be > 0")
+    return w_image, w_text
+
+
+MODES: dict[str, type[Mode]] = {m.name: m for m in (GenIR, Verbal, Prediction, ChatIR, Fusion)}
 SESSION_MODES = tuple(name for name, m in MODES.items() if m.session)
+# Old names still accepted (with a warning) -> their current name.
+ALIASES = {"hybrid": "fusion"}
 
 
 def mode_name(value: str, *, session: bool) -> str:
     """Validated mode name ("" = genir); the message lists the allowed modes."""
     name = (value or "genir").strip().lower()
+    if name in ALIASES:
+        log.warning("mode %r is now called %r (score fusion of rendering and text); the old name still works",
+                    name, ALIASES[name])
+        name = ALIASES[name]
     allowed = SESSION_MODES if session else tuple(MODES)
     if name not in allowed:
         extra = " (chatir replays recorded dialogs: use RunDialog)" if session and name == "chatir" else ""

@@ -16,12 +16,13 @@ import weakref
 
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator.backends import BackendConfig, Backends, RetryPolicy
+from orchestrator.corpus_images import MAX_SIDE, MIN_SIDE, CorpusImages
 from orchestrator.datasets import DatasetError, load_corpus
 from orchestrator.engine import Engine, resolve_options
 from orchestrator.modes import mode_name
 from orchestrator.sessions import SessionStore
 from services.common import config, validation
-from services.common.errors import InvalidArgument, Unauthenticated
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from services.common.server import Service, run, serve
 
 log = logging.getLogger("genir.orchestrator")
@@ -62,6 +63,23 @@ def backends_from_args(args) -> Backends:
                     BackendConfig("retriever", args.retriever, timeout=args.retriever_timeout, **common))
 
 
+def parse_get_corpus_image(request, default_collection: str, corpus) -> tuple[str, int]:
+    """(relative corpus path, max_side) of a GetCorpusImageRequest."""
+    collection = (request.collection or default_collection).strip()
+    cid = validation.corpus_id(request.id, "id")
+    max_side = request.max_side
+    if max_side:
+        validation.int_range(max_side, "max_side", MIN_SIDE, MAX_SIDE)
+    if corpus is None:
+        raise FailedPrecondition("GetCorpusImage: the orchestrator has no corpus (start it with --corpus)")
+    if collection != default_collection:
+        raise FailedPrecondition(f"collection: corpus images are served for {default_collection!r} only "
+                                 f"(the collection of the orchestrator's --corpus), not {collection!r}")
+    if cid >= len(corpus):
+        raise NotFound(f"id: {request.id!r} is not in the corpus (ids 0..{len(corpus) - 1})")
+    return corpus.path_of(cid), max_side
+
+
 def _deadline(context) -> float | None:
     left = context.time_remaining()
     return None if left is None else time.monotonic() + left
@@ -70,6 +88,7 @@ def _deadline(context) -> float | None:
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, engine: Engine, store: SessionStore, auth_token: str | None = None):
         self.engine = engine
+        self.corpus_images = CorpusImages(engine.image_root)
         self.store = store
         self.token = auth_token or None
         # One lock per session with a round in progress; weak values drop it once no call holds it,
@@ -93,8 +112,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return lock
 
     def _session(self, rec, rounds) -> orchestrator_pb2.Session:
-        return orchestrator_pb2.Session(session_id=rec.id, mode=rec.mode, options=rec.options, rounds=rounds,
-                                        created_at=rec.created_at, expires_at=rec.expires_at)
+        out = orchestrator_pb2.Session(session_id=rec.id, mode=rec.mode, options=rec.options, rounds=rounds,
+                                       created_at=rec.created_at, expires_at=rec.expires_at)
+        out.created.FromNanoseconds(int(rec.created_at * 1e9))
+        out.expires.FromNanoseconds(int(rec.expires_at * 1e9))
+        return out
 
     @staticmethod
     def _inline(delivery: int, session_choice: int) -> bool:
@@ -162,6 +184,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def GetImage(self, request, context):
         self._auth(context)
         return self.store.get_image(request.ref)
+
+    async def GetCorpusImage(self, request, context):
+        self._auth(context)
+        rel, max_side = parse_get_corpus_image(request, self.engine.collection, self.engine.corpus)
+        # decoding and scaling run off the event loop
+        pic = await asyncio.to_thread(self.corpus_images.get, rel, max_side)
+        return common_pb2.Image(data=pic.data, mime_type=pic.mime_type, width=pic.width, height=pic.height)
 
     # ------------------------------------------------------------------ simulated dialogs
     async def RunDialog(self, request, context):

@@ -70,7 +70,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GeneratorInfo(_message.Message):
-    __slots__ = ("model", "pipeline_class", "device", "dtype", "default_width", "default_height", "size_multiple", "max_width", "max_height", "default_steps", "max_steps", "default_guidance", "max_guidance", "max_images", "max_prompt_tokens", "max_batch_size", "max_queue")
+    __slots__ = ("model", "pipeline_class", "device", "dtype", "default_width", "default_height", "size_multiple", "max_width", "max_height", "default_steps", "max_steps", "default_guidance", "max_guidance", "max_images", "max_prompt_tokens", "max_batch_size", "max_queue", "max_prompt_chars", "backend")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_CLASS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,8 @@ class GeneratorInfo(_message.Message):
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     model: str
     pipeline_class: str
     device: str
@@ -105,4 +107,6 @@ class GeneratorInfo(_message.Message):
     max_prompt_tokens: int
     max_batch_size: int
     max_queue: int
-    def __init__(self, model: _Optional[str] = ..., pipeline_class: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ..., size_multiple: _Optional[int] = ..., max_width: _Optional[int] = ..., max_height: _Optional[int] = ..., default_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., default_guidance: _Optional[float] = ..., max_guidance: _Optional[float] = ..., max_images: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_queue: _Optional[int] = ...) -> None: ...
+    max_prompt_chars: int
+    backend: str
+    def __init__(self, model: _Optional[str] = ..., pipeline_class: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ..., size_multiple: _Optional[int] = ..., max_width: _Optional[int] = ..., max_height: _Optional[int] = ..., default_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., default_guidance: _Optional[float] = ..., max_guidance: _Optional[float] = ..., max_images: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., backend: _Optional[str] = ...) -> None: ...

@@ -23,35 +23,38 @@ _sym_db = _symbol_database.Default()
 
 
 from genir.v1 import common_pb2 as genir_dot_v1_dot_common__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgenir/v1/orchestrator.proto\x12\x08genir.v1\x1a\x15genir/v1/common.proto\"\x97\x02\n\x0eSessionOptions\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12/\n\x0eimage_delivery\x18\x03 \x01(\x0e\x32\x17.genir.v1.ImageDelivery\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x1b\n\x13num_inference_steps\x18\x07 \x01(\x05\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x01\x88\x01\x01\x12\x14\n\x0cimage_weight\x18\t \x01(\x02\x12\x13\n\x0btext_weight\x18\n \x01(\x02\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scale\"^\n\x14\x43reateSessionRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.genir.v1.SessionOptions\"\x85\x01\n\x10NextRoundRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x05query\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x01(\tH\x00\x12/\n\x0eimage_delivery\x18\x04 \x01(\x0e\x32\x17.genir.v1.ImageDeliveryB\x07\n\x05input\"X\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12/\n\x0eimage_delivery\x18\x02 \x01(\x0e\x32\x17.genir.v1.ImageDelivery\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"~\n\x10RunDialogRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\x12\x0e\n\x06\x64ialog\x18\x04 \x03(\t\x12)\n\x07options\x18\x05 \x01(\x0b\x32\x18.genir.v1.SessionOptions\"\x1e\n\x0fGetImageRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"\xbf\x02\n\x05Round\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05query\x18\x02 \x01(\t\x12\"\n\tgenerated\x18\x03 \x01(\x0b\x32\x0f.genir.v1.Image\x12\x1b\n\x04hits\x18\x04 \x03(\x0b\x32\r.genir.v1.Hit\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x05 \x01(\t\x12!\n\x07timings\x18\x06 \x03(\x0b\x32\x10.genir.v1.Timing\x12\x18\n\x0btarget_rank\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x12\n\nsession_id\x18\t \x01(\t\x12\x11\n\tprompt_id\x18\n \x01(\t\x12)\n\x0f\x62\x61\x63kend_timings\x18\x0b \x03(\x0b\x32\x10.genir.v1.Timing\x12\x18\n\x10prompt_truncated\x18\x0c \x01(\x08\x42\x0e\n\x0c_target_rank\"\x9f\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.genir.v1.SessionOptions\x12\x1f\n\x06rounds\x18\x04 \x03(\x0b\x32\x0f.genir.v1.Round\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nexpires_at\x18\x06 \x01(\x01\x32\x90\x03\n\x0cOrchestrator\x12\x42\n\rCreateSession\x12\x1e.genir.v1.CreateSessionRequest\x1a\x11.genir.v1.Session\x12\x38\n\tNextRound\x12\x1a.genir.v1.NextRoundRequest\x1a\x0f.genir.v1.Round\x12<\n\nGetSession\x12\x1b.genir.v1.GetSessionRequest\x1a\x11.genir.v1.Session\x12P\n\rDeleteSession\x12\x1e.genir.v1.DeleteSessionRequest\x1a\x1f.genir.v1.DeleteSessionResponse\x12:\n\tRunDialog\x12\x1a.genir.v1.RunDialogRequest\x1a\x0f.genir.v1.Round0\x01\x12\x36\n\x08GetImage\x12\x19.genir.v1.GetImageRequest\x1a\x0f.genir.v1.Imageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgenir/v1/orchestrator.proto\x12\x08genir.v1\x1a\x15genir/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x03\n\x0eSessionOptions\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12/\n\x0eimage_delivery\x18\x03 \x01(\x0e\x32\x17.genir.v1.ImageDelivery\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x1b\n\x13num_inference_steps\x18\x07 \x01(\x05\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x01\x88\x01\x01\x12\x19\n\x0cimage_weight\x18\t \x01(\x02H\x02\x88\x01\x01\x12\x18\n\x0btext_weight\x18\n \x01(\x02H\x03\x88\x01\x01\x12\x0e\n\x06preset\x18\x0b \x01(\t\x12\x12\n\nprompt_set\x18\x0c \x01(\t\x12\x16\n\x0emax_new_tokens\x18\r \x01(\x05\x12\x18\n\x10\x63hatir_per_round\x18\x0e \x01(\x08\x42\x07\n\x05_seedB\x11\n\x0f_guidance_scaleB\x0f\n\r_image_weightB\x0e\n\x0c_text_weight\"^\n\x14\x43reateSessionRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.genir.v1.SessionOptions\"\x85\x01\n\x10NextRoundRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x05query\x18\x02 \x01(\tH\x00\x12\x12\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x01(\tH\x00\x12/\n\x0eimage_delivery\x18\x04 \x01(\x0e\x32\x17.genir.v1.ImageDeliveryB\x07\n\x05input\"X\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12/\n\x0eimage_delivery\x18\x02 \x01(\x0e\x32\x17.genir.v1.ImageDelivery\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"~\n\x10RunDialogRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\x12\x0e\n\x06\x64ialog\x18\x04 \x03(\t\x12)\n\x07options\x18\x05 \x01(\x0b\x32\x18.genir.v1.SessionOptions\"\x1e\n\x0fGetImageRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\"I\n\x15GetCorpusImageRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x10\n\x08max_side\x18\x03 \x01(\x05\"\xd0\x02\n\x05Round\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05query\x18\x02 \x01(\t\x12\"\n\tgenerated\x18\x03 \x01(\x0b\x32\x0f.genir.v1.Image\x12\x1b\n\x04hits\x18\x04 \x03(\x0b\x32\r.genir.v1.Hit\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x05 \x01(\t\x12!\n\x07timings\x18\x06 \x03(\x0b\x32\x10.genir.v1.Timing\x12\x18\n\x0btarget_rank\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x12\n\nsession_id\x18\t \x01(\t\x12\x11\n\tprompt_id\x18\n \x01(\t\x12\x11\n\tquery_cut\x18\x0b \x01(\x08\x12\x16\n\x0erendered_query\x18\x0c \x01(\t\x12)\n\x0f\x62\x61\x63kend_timings\x18\r \x03(\x0b\x32\x10.genir.v1.TimingB\x0e\n\x0c_target_rank\"\xf9\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.genir.v1.SessionOptions\x12\x1f\n\x06rounds\x18\x04 \x03(\x0b\x32\x0f.genir.v1.Round\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nexpires_at\x18\x06 \x01(\x01\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xd4\x03\n\x0cOrchestrator\x12\x42\n\rCreateSession\x12\x1e.genir.v1.CreateSessionRequest\x1a\x11.genir.v1.Session\x12\x38\n\tNextRound\x12\x1a.genir.v1.NextRoundRequest\x1a\x0f.genir.v1.Round\x12<\n\nGetSession\x12\x1b.genir.v1.GetSessionRequest\x1a\x11.genir.v1.Session\x12P\n\rDeleteSession\x12\x1e.genir.v1.DeleteSessionRequest\x1a\x1f.genir.v1.DeleteSessionResponse\x12:\n\tRunDialog\x12\x1a.genir.v1.RunDialogRequest\x1a\x0f.genir.v1.Round0\x01\x12\x36\n\x08GetImage\x12\x19.genir.v1.GetImageRequest\x1a\x0f.genir.v1.Image\x12\x42\n\x0eGetCorpusImage\x12\x1f.genir.v1.GetCorpusImageRequest\x1a\x0f.genir.v1.Imageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'genir.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONOPTIONS']._serialized_start=65
-  _globals['_SESSIONOPTIONS']._serialized_end=344
-  _globals['_CREATESESSIONREQUEST']._serialized_start=346
-  _globals['_CREATESESSIONREQUEST']._serialized_end=440
-  _globals['_NEXTROUNDREQUEST']._serialized_start=443
-  _globals['_NEXTROUNDREQUEST']._serialized_end=576
-  _globals['_GETSESSIONREQUEST']._serialized_start=578
-  _globals['_GETSESSIONREQUEST']._serialized_end=666
-  _globals['_DELETESESSIONREQUEST']._serialized_start=668
-  _globals['_DELETESESSIONREQUEST']._serialized_end=710
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=712
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=752
-  _globals['_RUNDIALOGREQUEST']._serialized_start=754
-  _globals['_RUNDIALOGREQUEST']._serialized_end=880
-  _globals['_GETIMAGEREQUEST']._serialized_start=882
-  _globals['_GETIMAGEREQUEST']._serialized_end=912
-  _globals['_ROUND']._serialized_start=915
-  _globals['_ROUND']._serialized_end=1234
-  _globals['_SESSION']._serialized_start=1237
-  _globals['_SESSION']._serialized_end=1396
-  _globals['_ORCHESTRATOR']._serialized_start=1399
-  _globals['_ORCHESTRATOR']._serialized_end=1799
+  _globals['_SESSIONOPTIONS']._serialized_start=98
+  _globals['_SESSIONOPTIONS']._serialized_end=506
+  _globals['_CREATESESSIONREQUEST']._serialized_start=508
+  _globals['_CREATESESSIONREQUEST']._serialized_end=602
+  _globals['_NEXTROUNDREQUEST']._serialized_start=605
+  _globals['_NEXTROUNDREQUEST']._serialized_end=738
+  _globals['_GETSESSIONREQUEST']._serialized_start=740
+  _globals['_GETSESSIONREQUEST']._serialized_end=828
+  _globals['_DELETESESSIONREQUEST']._serialized_start=830
+  _globals['_DELETESESSIONREQUEST']._serialized_end=872
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=874
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=914
+  _globals['_RUNDIALOGREQUEST']._serialized_start=916
+  _globals['_RUNDIALOGREQUEST']._serialized_end=1042
+  _globals['_GETIMAGEREQUEST']._serialized_start=1044
+  _globals['_GETIMAGEREQUEST']._serialized_end=1074
+  _globals['_GETCORPUSIMAGEREQUEST']._serialized_start=1076
+  _globals['_GETCORPUSIMAGEREQUEST']._serialized_end=1149
+  _globals['_ROUND']._serialized_start=1152
+  _globals['_ROUND']._serialized_end=1488
+  _globals['_SESSION']._serialized_start=1491
+  _globals['_SESSION']._serialized_end=1740
+  _globals['_ORCHESTRATOR']._serialized_start=1743
+  _globals['_ORCHESTRATOR']._serialized_end=2211
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,7 @@
+import datetime
+
 from genir.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SessionOptions(_message.Message):
-    __slots__ = ("collection", "top_k", "image_delivery", "seed", "width", "height", "num_inference_steps", "guidance_scale", "image_weight", "text_weight")
+    __slots__ = ("collection", "top_k", "image_delivery", "seed", "width", "height", "num_inference_steps", "guidance_scale", "image_weight", "text_weight", "preset", "prompt_set", "max_new_tokens", "chatir_per_round")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DELIVERY_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +22,10 @@ class SessionOptions(_message.Message):
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEXT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_SET_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHATIR_PER_ROUND_FIELD_NUMBER: _ClassVar[int]
     collection: str
     top_k: int
     image_delivery: _common_pb2.ImageDelivery
@@ -29,7 +36,11 @@ class SessionOptions(_message.Message):
     guidance_scale: float
     image_weight: float
     text_weight: float
-    def __init__(self, collection: _Optional[str] = ..., top_k: _Optional[int] = ..., image_delivery: _Optional[_Union[_common_pb2.ImageDelivery, str]] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., image_weight: _Optional[float] = ..., text_weight: _Optional[float] = ...) -> None: ...
+    preset: str
+    prompt_set: str
+    max_new_tokens: int
+    chatir_per_round: bool
+    def __init__(self, collection: _Optional[str] = ..., top_k: _Optional[int] = ..., image_delivery: _Optional[_Union[_common_pb2.ImageDelivery, str]] = ..., seed: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., image_weight: _Optional[float] = ..., text_weight: _Optional[float] = ..., preset: _Optional[str] = ..., prompt_set: _Optional[str] = ..., max_new_tokens: _Optional[int] = ..., chatir_per_round: _Optional[bool] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("query", "mode", "options")
@@ -93,8 +104,18 @@ class GetImageRequest(_message.Message):
     ref: str
     def __init__(self, ref: _Optional[str] = ...) -> None: ...
 
+class GetCorpusImageRequest(_message.Message):
+    __slots__ = ("collection", "id", "max_side")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    id: str
+    max_side: int
+    def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ..., max_side: _Optional[int] = ...) -> None: ...
+
 class Round(_message.Message):
-    __slots__ = ("index", "query", "generated", "hits", "feedback", "timings", "target_rank", "seed", "session_id", "prompt_id", "backend_timings", "prompt_truncated")
+    __slots__ = ("index", "query", "generated", "hits", "feedback", "timings", "target_rank", "seed", "session_id", "prompt_id", "query_cut", "rendered_query", "backend_timings")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     GENERATED_FIELD_NUMBER: _ClassVar[int]
@@ -105,8 +126,9 @@ class Round(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_CUT_FIELD_NUMBER: _ClassVar[int]
+    RENDERED_QUERY_FIELD_NUMBER: _ClassVar[int]
     BACKEND_TIMINGS_FIELD_NUMBER: _ClassVar[int]
-    PROMPT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     index: int
     query: str
     generated: _common_pb2.Image
@@ -117,22 +139,27 @@ class Round(_message.Message):
     seed: int
     session_id: str
     prompt_id: str
+    query_cut: bool
+    rendered_query: str
     backend_timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Timing]
-    prompt_truncated: bool
-    def __init__(self, index: _Optional[int] = ..., query: _Optional[str] = ..., generated: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[_common_pb2.Hit, _Mapping]]] = ..., feedback: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ..., target_rank: _Optional[int] = ..., seed: _Optional[int] = ..., session_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., backend_timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ..., prompt_truncated: _Optional[bool] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., query: _Optional[str] = ..., generated: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[_common_pb2.Hit, _Mapping]]] = ..., feedback: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ..., target_rank: _Optional[int] = ..., seed: _Optional[int] = ..., session_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., query_cut: _Optional[bool] = ..., rendered_query: _Optional[str] = ..., backend_timings: _Optional[_Iterable[_Union[_common_pb2.Timing, _Mapping]]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "mode", "options", "rounds", "created_at", "expires_at")
+    __slots__ = ("session_id", "mode", "options", "rounds", "created_at", "expires_at", "created", "expires")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     mode: str
     options: SessionOptions
     rounds: _containers.RepeatedCompositeFieldContainer[Round]
     created_at: float
     expires_at: float
-    def __init__(self, session_id: _Optional[str] = ..., mode: _Optional[str] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ..., rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ...) -> None: ...
+    created: _timestamp_pb2.Timestamp
+    expires: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., mode: _Optional[str] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ..., rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

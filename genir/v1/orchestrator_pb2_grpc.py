@@ -30,7 +30,8 @@ class OrchestratorStub:
     """Dialog rounds over the generator, refiner and retriever.
     Modes: "genir" (render -> image search), "verbal" (critique -> text search),
     "prediction" (text search, top-1 shown), "chatir" (ChatIR dialog prefixes, text search),
-    "hybrid" (rendering and text searched together with fusion weights).
+    "fusion" (rendering and text searched together with fusion weights; "hybrid" is its old name,
+    still accepted). Options default to the paper's settings (preset "paper").
     When auth is enabled, every call needs metadata `authorization: Bearer <token>`.
     """
 
@@ -70,13 +71,19 @@ class OrchestratorStub:
                 request_serializer=genir_dot_v1_dot_orchestrator__pb2.GetImageRequest.SerializeToString,
                 response_deserializer=genir_dot_v1_dot_common__pb2.Image.FromString,
                 _registered_method=True)
+        self.GetCorpusImage = channel.unary_unary(
+                '/genir.v1.Orchestrator/GetCorpusImage',
+                request_serializer=genir_dot_v1_dot_orchestrator__pb2.GetCorpusImageRequest.SerializeToString,
+                response_deserializer=genir_dot_v1_dot_common__pb2.Image.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
     """Dialog rounds over the generator, refiner and retriever.
     Modes: "genir" (render -> image search), "verbal" (critique -> text search),
     "prediction" (text search, top-1 shown), "chatir" (ChatIR dialog prefixes, text search),
-    "hybrid" (rendering and text searched together with fusion weights).
+    "fusion" (rendering and text searched together with fusion weights; "hybrid" is its old name,
+    still accepted). Options default to the paper's settings (preset "paper").
     When auth is enabled, every call needs metadata `authorization: Bearer <token>`.
     """
 
@@ -120,6 +127,13 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCorpusImage(self, request, context):
+        """A corpus photo (or a thumbnail of it) by corpus id, read from the orchestrator's image root.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +167,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     request_deserializer=genir_dot_v1_dot_orchestrator__pb2.GetImageRequest.FromString,
                     response_serializer=genir_dot_v1_dot_common__pb2.Image.SerializeToString,
             ),
+            'GetCorpusImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCorpusImage,
+                    request_deserializer=genir_dot_v1_dot_orchestrator__pb2.GetCorpusImageRequest.FromString,
+                    response_serializer=genir_dot_v1_dot_common__pb2.Image.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'genir.v1.Orchestrator', rpc_method_handlers)
@@ -165,7 +184,8 @@ class Orchestrator:
     """Dialog rounds over the generator, refiner and retriever.
     Modes: "genir" (render -> image search), "verbal" (critique -> text search),
     "prediction" (text search, top-1 shown), "chatir" (ChatIR dialog prefixes, text search),
-    "hybrid" (rendering and text searched together with fusion weights).
+    "fusion" (rendering and text searched together with fusion weights; "hybrid" is its old name,
+    still accepted). Options default to the paper's settings (preset "paper").
     When auth is enabled, every call needs metadata `authorization: Bearer <token>`.
     """
 
@@ -320,6 +340,33 @@ class Orchestrator:
             target,
             '/genir.v1.Orchestrator/GetImage',
             genir_dot_v1_dot_orchestrator__pb2.GetImageRequest.SerializeToString,
+            genir_dot_v1_dot_common__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCorpusImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genir.v1.Orchestrator/GetCorpusImage',
+            genir_dot_v1_dot_orchestrator__pb2.GetCorpusImageRequest.SerializeToString,
             genir_dot_v1_dot_common__pb2.Image.FromString,
             options,
             channel_credentials,

@@ -25,25 +25,31 @@ _sym_db = _symbol_database.Default()
 from genir.v1 import common_pb2 as genir_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16genir/v1/refiner.proto\x12\x08genir.v1\x1a\x15genir/v1/common.proto\"~\n\x0e\x43\x61ptionRequest\x12\x1f\n\x06target\x18\x01 \x01(\x0b\x32\x0f.genir.v1.Image\x12$\n\x08sampling\x18\x02 \x01(\x0b\x32\x12.genir.v1.Sampling\x12%\n\x05style\x18\x03 \x01(\x0e\x32\x16.genir.v1.CaptionStyle\"\x8c\x01\n\x0e\x43ompareRequest\x12\x1f\n\x06target\x18\x01 \x01(\x0b\x32\x0f.genir.v1.Image\x12\"\n\tgenerated\x18\x02 \x01(\x0b\x32\x0f.genir.v1.Image\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\x12$\n\x08sampling\x18\x04 \x01(\x0b\x32\x12.genir.v1.Sampling\"\xc5\x01\n\rRefineRequest\x12\x0f\n\x07\x63\x61ption\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x01(\t\x12\x1f\n\x06target\x18\x03 \x01(\x0b\x32\x0f.genir.v1.Image\x12\"\n\tgenerated\x18\x04 \x01(\x0b\x32\x0f.genir.v1.Image\x12\x17\n\nshown_rank\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12$\n\x08sampling\x18\x06 \x01(\x0b\x32\x12.genir.v1.SamplingB\r\n\x0b_shown_rank\"i\n\x0f\x43ritiqueRequest\x12\x1f\n\x06target\x18\x01 \x01(\x0b\x32\x0f.genir.v1.Image\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\x12$\n\x08sampling\x18\x03 \x01(\x0b\x32\x12.genir.v1.Sampling\"\xa4\x01\n\x0fRefinerResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tprompt_id\x18\x02 \x01(\t\x12!\n\x07timings\x18\x03 \x03(\x0b\x32\x10.genir.v1.Timing\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x03*h\n\x0c\x43\x61ptionStyle\x12\x1d\n\x19\x43\x41PTION_STYLE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41PTION_STYLE_GENERATION\x10\x01\x12\x1b\n\x17\x43\x41PTION_STYLE_RETRIEVAL\x10\x02\x32\x89\x02\n\x07Refiner\x12>\n\x07\x43\x61ption\x12\x18.genir.v1.CaptionRequest\x1a\x19.genir.v1.RefinerResponse\x12>\n\x07\x43ompare\x12\x18.genir.v1.CompareRequest\x1a\x19.genir.v1.RefinerResponse\x12<\n\x06Refine\x12\x17.genir.v1.RefineRequest\x1a\x19.genir.v1.RefinerResponse\x12@\n\x08\x43ritique\x12\x19.genir.v1.CritiqueRequest\x1a\x19.genir.v1.RefinerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16genir/v1/refiner.proto\x12\x08genir.v1\x1a\x15genir/v1/common.proto\"\x92\x01\n\x0e\x43\x61ptionRequest\x12\x1f\n\x06target\x18\x01 \x01(\x0b\x32\x0f.genir.v1.Image\x12$\n\x08sampling\x18\x02 \x01(\x0b\x32\x12.genir.v1.Sampling\x12%\n\x05style\x18\x03 \x01(\x0e\x32\x16.genir.v1.CaptionStyle\x12\x12\n\nprompt_set\x18\x04 \x01(\t\"\xc7\x01\n\x0e\x43ompareRequest\x12\x1f\n\x06target\x18\x01 \x01(\x0b\x32\x0f.genir.v1.Image\x12\"\n\tgenerated\x18\x02 \x01(\x0b\x32\x0f.genir.v1.Image\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\x12$\n\x08sampling\x18\x04 \x01(\x0b\x32\x12.genir.v1.Sampling\x12\x12\n\nprompt_set\x18\x05 \x01(\t\x12%\n\x05style\x18\x06 \x01(\x0e\x32\x16.genir.v1.CaptionStyle\"\x8c\x02\n\rRefineRequest\x12\x0f\n\x07\x63\x61ption\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x01(\t\x12\x1f\n\x06target\x18\x03 \x01(\x0b\x32\x0f.genir.v1.Image\x12\"\n\tgenerated\x18\x04 \x01(\x0b\x32\x0f.genir.v1.Image\x12\x17\n\nshown_rank\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12$\n\x08sampling\x18\x06 \x01(\x0b\x32\x12.genir.v1.Sampling\x12\x12\n\nprompt_set\x18\x07 \x01(\t\x12\x31\n\x0f\x66\x65\x65\x64\x62\x61\x63k_source\x18\x08 \x01(\x0e\x32\x18.genir.v1.FeedbackSourceB\r\n\x0b_shown_rank\"}\n\x0f\x43ritiqueRequest\x12\x1f\n\x06target\x18\x01 \x01(\x0b\x32\x0f.genir.v1.Image\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\x12$\n\x08sampling\x18\x03 \x01(\x0b\x32\x12.genir.v1.Sampling\x12\x12\n\nprompt_set\x18\x04 \x01(\t\"\x14\n\x12RefinerInfoRequest\"\xd0\x01\n\x0bRefinerInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0ctriton_model\x18\x02 \x01(\t\x12\x13\n\x0bprompt_sets\x18\x03 \x03(\t\x12\x1a\n\x12\x64\x65\x66\x61ult_prompt_set\x18\x04 \x01(\t\x12\x13\n\x0btemperature\x18\x05 \x01(\x02\x12\r\n\x05top_p\x18\x06 \x01(\x02\x12\r\n\x05top_k\x18\x07 \x01(\x05\x12\x1a\n\x12repetition_penalty\x18\x08 \x01(\x02\x12\x1c\n\x14max_new_tokens_limit\x18\t \x01(\x05\"\xa4\x01\n\x0fRefinerResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tprompt_id\x18\x02 \x01(\t\x12!\n\x07timings\x18\x03 \x03(\x0b\x32\x10.genir.v1.Timing\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x03*\x8b\x01\n\x0e\x46\x65\x65\x64\x62\x61\x63kSource\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_SOURCE_COMPARISON\x10\x01\x12\x1c\n\x18\x46\x45\x45\x44\x42\x41\x43K_SOURCE_CRITIQUE\x10\x02\x12\x1a\n\x16\x46\x45\x45\x44\x42\x41\x43K_SOURCE_PERSON\x10\x03*h\n\x0c\x43\x61ptionStyle\x12\x1d\n\x19\x43\x41PTION_STYLE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41PTION_STYLE_GENERATION\x10\x01\x12\x1b\n\x17\x43\x41PTION_STYLE_RETRIEVAL\x10\x02\x32\xc6\x02\n\x07Refiner\x12>\n\x07\x43\x61ption\x12\x18.genir.v1.CaptionRequest\x1a\x19.genir.v1.RefinerResponse\x12>\n\x07\x43ompare\x12\x18.genir.v1.CompareRequest\x1a\x19.genir.v1.RefinerResponse\x12<\n\x06Refine\x12\x17.genir.v1.RefineRequest\x1a\x19.genir.v1.RefinerResponse\x12@\n\x08\x43ritique\x12\x19.genir.v1.CritiqueRequest\x1a\x19.genir.v1.RefinerResponse\x12;\n\x04Info\x12\x1c.genir.v1.RefinerInfoRequest\x1a\x15.genir.v1.RefinerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'genir.v1.refiner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CAPTIONSTYLE']._serialized_start=804
-  _globals['_CAPTIONSTYLE']._serialized_end=908
-  _globals['_CAPTIONREQUEST']._serialized_start=59
-  _globals['_CAPTIONREQUEST']._serialized_end=185
-  _globals['_COMPAREREQUEST']._serialized_start=188
-  _globals['_COMPAREREQUEST']._serialized_end=328
-  _globals['_REFINEREQUEST']._serialized_start=331
-  _globals['_REFINEREQUEST']._serialized_end=528
-  _globals['_CRITIQUEREQUEST']._serialized_start=530
-  _globals['_CRITIQUEREQUEST']._serialized_end=635
-  _globals['_REFINERRESPONSE']._serialized_start=638
-  _globals['_REFINERRESPONSE']._serialized_end=802
-  _globals['_REFINER']._serialized_start=911
-  _globals['_REFINER']._serialized_end=1176
+  _globals['_FEEDBACKSOURCE']._serialized_start=1209
+  _globals['_FEEDBACKSOURCE']._serialized_end=1348
+  _globals['_CAPTIONSTYLE']._serialized_start=1350
+  _globals['_CAPTIONSTYLE']._serialized_end=1454
+  _globals['_CAPTIONREQUEST']._serialized_start=60
+  _globals['_CAPTIONREQUEST']._serialized_end=206
+  _globals['_COMPAREREQUEST']._serialized_start=209
+  _globals['_COMPAREREQUEST']._serialized_end=408
+  _globals['_REFINEREQUEST']._serialized_start=411
+  _globals['_REFINEREQUEST']._serialized_end=679
+  _globals['_CRITIQUEREQUEST']._serialized_start=681
+  _globals['_CRITIQUEREQUEST']._serialized_end=806
+  _globals['_REFINERINFOREQUEST']._serialized_start=808
+  _globals['_REFINERINFOREQUEST']._serialized_end=828
+  _globals['_REFINERINFO']._serialized_start=831
+  _globals['_REFINERINFO']._serialized_end=1039
+  _globals['_REFINERRESPONSE']._serialized_start=1042
+  _globals['_REFINERRESPONSE']._serialized_end=1206
+  _globals['_REFINER']._serialized_start=1457
+  _globals['_REFINER']._serialized_end=1783
 # @@protoc_insertion_point(module_scope)

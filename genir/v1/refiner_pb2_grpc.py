@@ -58,6 +58,11 @@ class RefinerStub:
                 request_serializer=genir_dot_v1_dot_refiner__pb2.CritiqueRequest.SerializeToString,
                 response_deserializer=genir_dot_v1_dot_refiner__pb2.RefinerResponse.FromString,
                 _registered_method=True)
+        self.Info = channel.unary_unary(
+                '/genir.v1.Refiner/Info',
+                request_serializer=genir_dot_v1_dot_refiner__pb2.RefinerInfoRequest.SerializeToString,
+                response_deserializer=genir_dot_v1_dot_refiner__pb2.RefinerInfo.FromString,
+                _registered_method=True)
 
 
 class RefinerServicer:
@@ -95,6 +100,13 @@ class RefinerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Info(self, request, context):
+        """The served model, prompt sets and sampling defaults (recorded beside evaluation results).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RefinerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +129,11 @@ def add_RefinerServicer_to_server(servicer, server):
                     servicer.Critique,
                     request_deserializer=genir_dot_v1_dot_refiner__pb2.CritiqueRequest.FromString,
                     response_serializer=genir_dot_v1_dot_refiner__pb2.RefinerResponse.SerializeToString,
+            ),
+            'Info': grpc.unary_unary_rpc_method_handler(
+                    servicer.Info,
+                    request_deserializer=genir_dot_v1_dot_refiner__pb2.RefinerInfoRequest.FromString,
+                    response_serializer=genir_dot_v1_dot_refiner__pb2.RefinerInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +248,33 @@ class Refiner:
             '/genir.v1.Refiner/Critique',
             genir_dot_v1_dot_refiner__pb2.CritiqueRequest.SerializeToString,
             genir_dot_v1_dot_refiner__pb2.RefinerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Info(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genir.v1.Refiner/Info',
+            genir_dot_v1_dot_refiner__pb2.RefinerInfoRequest.SerializeToString,
+            genir_dot_v1_dot_refiner__pb2.RefinerInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from orchestrator.datasets import DatasetError, load_corpus, load_queries
 from orchestrator.evaluation.runner import (
+    MODE_ALIASES,
     MODES,
     EngineDialogSource,
     EvalConfig,
@@ -30,6 +31,7 @@ from orchestrator.evaluation.runner import (
     parse_ks,
     parse_shard,
     select_targets,
+    session_options,
 )
 from services.common.config import add_flag, setup_logging
 
@@ -43,7 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("corpus", help="corpus JSON: array of image paths; the index is the corpus id")
     f("image-root", default=None, help="folder the corpus paths are relative to (checks targets exist; "
       "thumbnails in the report)")
-    f("mode", default="genir", choices=MODES, help="dialog mode")
+    f("mode", default="genir", choices=MODES + tuple(MODE_ALIASES), help="dialog mode ('hybrid' is the old "
+      "name of 'fusion'; the paper's hybrid is `genir eval compare --hybrid`)")
+    f("preset", default="paper", help="settings preset: paper (the paper's rendering per generator family and "
+      "the scripts' refiner budgets) or service (each service's defaults); explicit flags win")
+    f("prompt-set", default="", help="refiner prompt set: paper or v1 ('' = the preset's)")
+    f("guidance", default=None, type=float, help="guidance scale (default: the preset's)")
+    f("size", default=None, help="rendering size N or WxH (default: the preset's)")
+    f("chatir-queries", default="concat", choices=("concat", "per-round"),
+      help="chatir mode: concat = caption + first t Q/A joined (ChatIR); per-round = the t-th string alone (PlugIR)")
+    f("max-new-tokens", default=0, type=int, help="refiner token budget for every stage (0 = the preset's per stage)")
     f("rounds", default=10, type=int, help="feedback rounds after round 0 (0..20; the paper uses 10)")
     f("out", help="output folder (dialogs.jsonl, summary.json, summary.csv, hits_at_k.png, report.html)")
     f("limit", default=None, type=int, help="only the first N targets of the queries file")
@@ -59,16 +70,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       "instead of calling a running orchestrator (backends from --generator/--refiner/--retriever)")
     f("generator", default=None, help="generator HOST:PORT (--embedded: default 127.0.0.1:50051; otherwise "
       "only asked for its model id, for the summary)")
-    f("refiner", default=None, help="refiner HOST:PORT (--embedded: default 127.0.0.1:50052)")
+    f("refiner", default=None, help="refiner HOST:PORT (--embedded: default 127.0.0.1:50052; otherwise "
+      "only asked for its model id and defaults, for the summary)")
     f("retriever", default=None, help="retriever HOST:PORT (--embedded: default 127.0.0.1:50053; otherwise "
       "only asked for the collection's model id)")
     f("collection", default="", help="retriever collection ('' = the orchestrator's default)")
     f("top-k", default=10, type=int, help="hits returned per round (1..100); the rank is exact regardless")
-    f("width", default=0, type=int, help="rendering width (0 = generator default)")
-    f("height", default=0, type=int, help="rendering height (0 = generator default)")
-    f("steps", default=0, type=int, help="inference steps (0 = generator default)")
-    f("image-weight", default=0.0, type=float, help="hybrid mode: image weight (0 = 0.5)")
-    f("text-weight", default=0.0, type=float, help="hybrid mode: text weight (0 = 0.5)")
+    f("width", default=0, type=int, help="rendering width (0 = the preset's)")
+    f("height", default=0, type=int, help="rendering height (0 = the preset's)")
+    f("steps", default=0, type=int, help="inference steps (0 = the preset's)")
+    f("image-weight", default=None, type=float, help="fusion mode: image weight (default 0.5; 0 allowed)")
+    f("text-weight", default=None, type=float, help="fusion mode: text weight (default 0.5; 0 allowed)")
     f("label", default="", help="name of this run in merged comparisons (default: the mode)")
     f("models", default="", help="model ids to record in the summary, e.g. generator=sd35,refiner=gemma3-12b")
     f("retries", default=3, type=int, help="extra attempts for a dialog that failed transiently")
@@ -96,6 +108,26 @@ def parse_models(text: str) -> dict[str, str]:
     return out
 
 
+def parse_size(text: str | None, width: int, height: int) -> tuple[int, int]:
+    """--size N or WxH (wins over --width/--height)."""
+    if not text:
+        return width, height
+    try:
+        parts = [int(x) for x in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise EvalError(f"--size: {text!r} must be N or WxH with positive integers, e.g. 1024 or 1024x768")
+    return (parts[0], parts[-1])
+
+
+def mode_of(name: str) -> str:
+    if name in MODE_ALIASES:
+        print(f"genir eval: warning: --mode {name} is now called {MODE_ALIASES[name]} (score fusion of rendering "
+              f"and text); the paper's hybrid is `genir eval compare --hybrid`", file=sys.stderr)
+    return MODE_ALIASES.get(name, name)
+
+
 def config_from_args(args) -> EvalConfig:
     if args.concurrency < 1:
         raise EvalError(f"--concurrency: {args.concurrency} must be >= 1")
@@ -103,13 +135,31 @@ def config_from_args(args) -> EvalConfig:
         raise EvalError(f"--limit: {args.limit} must be >= 1")
     if not 1 <= args.top_k <= 100:
         raise EvalError(f"--top-k: {args.top_k} is out of range [1, 100]")
-    return EvalConfig(mode=args.mode, rounds=args.rounds, ks=parse_ks(args.k), seed=args.seed,
+    if not 0 <= args.max_new_tokens <= 4096:
+        raise EvalError(f"--max-new-tokens: {args.max_new_tokens} is out of range [0, 4096]")
+    width, height = parse_size(args.size, args.width, args.height)
+    cfg = EvalConfig(mode=mode_of(args.mode), rounds=args.rounds, ks=parse_ks(args.k), seed=args.seed,
                       concurrency=args.concurrency, top_k=args.top_k, collection=args.collection,
-                      width=args.width, height=args.height, num_inference_steps=args.steps,
+                      width=width, height=height, num_inference_steps=args.steps,
                       image_weight=args.image_weight, text_weight=args.text_weight, label=args.label,
+                      preset=args.preset, prompt_set=args.prompt_set, max_new_tokens=args.max_new_tokens,
+                      guidance=args.guidance, chatir_per_round=args.chatir_queries == "per-round",
                       retries=args.retries, retry_backoff_s=args.retry_backoff,
                       dialog_timeout_s=args.dialog_timeout, progress=args.progress,
                       models=parse_models(args.models))
+    check_options(cfg)
+    return cfg
+
+
+def check_options(cfg: EvalConfig):
+    """The orchestrator's own validation of the options, before any dialog (bad preset, weights...)."""
+    from orchestrator.engine import resolve_options
+    from services.common.errors import ServiceError
+
+    try:
+        return resolve_options(session_options(cfg), cfg.collection or "-")
+    except ServiceError as e:
+        raise EvalError(f"settings: {e.message}") from None
 
 
 def prepare(args):
@@ -162,13 +212,15 @@ def finish(out: Path, result, cfg: EvalConfig, image_root, export, report_max: i
 
 
 async def _with_models(args, cfg: EvalConfig) -> EvalConfig:
-    """Add the model ids the backends report; --models wins where both name a role."""
+    """Add the model ids the backends report (--models wins where both name a role) and every
+    effective setting the run will use (the preset applied to the generator's family)."""
     from dataclasses import replace
 
-    from orchestrator.evaluation.embedded import discover_models
+    from orchestrator.evaluation.embedded import discover
 
-    found = await discover_models(args.generator, args.retriever, args.collection)
-    return replace(cfg, models=found | cfg.models) if found else cfg
+    found, effective = await discover(args.generator, args.refiner, args.retriever, args.collection,
+                                      check_options(cfg), cfg.mode)
+    return replace(cfg, models=found | cfg.models, effective=effective)
 
 
 async def _run(args, cfg, targets, shard) -> int:
@@ -225,3 +277,15 @@ def main(args) -> int:
     except EvalError as e:
         print(f"genir eval: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"genir eval: interrupted; {_finished(args.out)} finished dialog(s) are kept in "
+              f"{Path(args.out) / 'dialogs.jsonl'}; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _finished(out) -> int:
+    try:
+        with open(Path(out) / "dialogs.jsonl", "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0

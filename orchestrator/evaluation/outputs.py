@@ -75,6 +75,16 @@ def blocks(summary: dict) -> dict[str, dict]:
     return dict(summary["modes"]) if "modes" in summary else {summary["label"]: summary}
 
 
+def models_line(summary: dict) -> str:
+    """"generator X, refiner Y, retriever Z" over every run of the summary (distinct values joined)."""
+    seen: dict[str, list[str]] = {}
+    for b in blocks(summary).values():
+        for role, name in sorted((b.get("models") or {}).items()):
+            if str(name) not in seen.setdefault(role, []):
+                seen[role].append(str(name))
+    return ", ".join(f"{role} {' / '.join(names)}" for role, names in seen.items()) or "not recorded"
+
+
 def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -97,31 +107,43 @@ def write_csv(path: Path, summary: dict) -> None:
     tmp.replace(path)
 
 
+PLOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+PLOT_DASHES = ("-", "--", ":", "-.")
+
+
 def plot_hits(path: Path, summary: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = summary["headline_k"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    for label, b in blocks(summary).items():
-        ys = b["hits_at_k"][str(k)]
-        ax.plot(range(len(ys)), ys, marker="o", label=f"{label} (n={b['n_targets']})")
+    draw_hits(ax, summary)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def draw_hits(ax, summary: dict) -> None:
     from matplotlib.ticker import MaxNLocator
 
+    k = summary["headline_k"]
+    runs = blocks(summary)
+    for i, (label, b) in enumerate(runs.items()):
+        ys = b["hits_at_k"][str(k)]
+        # equal curves must stay visible: each run its own marker and dash, shifted a little sideways
+        dx = (i - (len(runs) - 1) / 2) * 0.08
+        ax.plot([x + dx for x in range(len(ys))], ys, marker=PLOT_MARKERS[i % len(PLOT_MARKERS)],
+                linestyle=PLOT_DASHES[i % len(PLOT_DASHES)], alpha=0.85, label=f"{label} (n={b['n_targets']})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel(f"cumulative Hits@{k} (%)")
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
-    ax.set_title(f"Hits@{k} per round, n_targets={summary['n_targets']}")
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    ax.set_title(f"Hits@{k} per round, n_targets={summary['n_targets']}\n{models_line(summary)[:110]}", fontsize=9)
 
 
 def write_all(out: Path, summary: dict) -> None:

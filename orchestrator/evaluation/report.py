@@ -2,9 +2,12 @@
 
 Images are files beside the report (relative links), never base64, so a 2,000-dialog report
 stays small. Renderings come from the run's images/ folder; the target and the top hits are
-thumbnailed from the corpus image root when it is available (else shown as ids and paths).
-A few lines of script count the images that failed to load and show it at the top (and in
-body[data-images-broken]) so a broken report is visible at a glance and checkable headless.
+thumbnailed from the corpus image root when it is available (else shown by path).
+A few lines of script count the images that failed to load; only a failure is shown at the top,
+and body[data-images-broken] keeps the count checkable headless.
+
+Ranks are shown 1-based (1 = top hit), as people count; dialogs.jsonl and summary.json keep the
+0-based ranks the services return.
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from orchestrator.evaluation.outputs import PLOT, blocks
+from orchestrator.evaluation.outputs import PLOT, blocks, models_line
 
 log = logging.getLogger("genir.eval")
 
 REPORT = "report.html"
 THUMBS = "images/corpus"
 THUMB_PX = 160
-TOP_HITS_SHOWN = 5
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;color:#222}
@@ -35,9 +37,9 @@ th{background:#f3f3f3}
 .target{width:160px;height:auto;background:#eee}
 .hit{background:#d8f5d0}
 .found{color:#176f0b;font-weight:bold}
-.hits td{border:none;padding:1px 3px;font-size:11px;text-align:center}
+.hits td{border:none;padding:1px 3px;font-size:11px;text-align:center;max-width:90px;overflow-wrap:anywhere}
 .q{max-width:420px;white-space:pre-wrap}
-#status{font-weight:bold}
+#status{font-weight:bold;color:#a00}
 """
 
 # Count images that did not load (naturalWidth 0 after the load event).
@@ -48,8 +50,9 @@ window.addEventListener('load', function () {
   imgs.forEach(function (i) { i.setAttribute('data-loaded', (i.complete && i.naturalWidth > 0) ? '1' : '0'); });
   document.body.setAttribute('data-images-total', String(imgs.length));
   document.body.setAttribute('data-images-broken', String(broken.length));
-  document.getElementById('status').textContent = broken.length ?
-    (broken.length + ' of ' + imgs.length + ' images failed to load') : ('all ' + imgs.length + ' images loaded');
+  if (broken.length) {
+    document.getElementById('status').textContent = broken.length + ' of ' + imgs.length + ' images failed to load';
+  }
 });
 """
 
@@ -110,30 +113,32 @@ def _dialog_html(label: str, rec: dict, run_dir: Path, out: Path, thumbs: _Thumb
     tid, img = rec["target_id"], rec.get("img", "")
     tthumb = thumbs.get(tid, img)
     timg = f'<img class="target" src="{_e(tthumb)}" alt="target {tid}">' if tthumb else ""
-    best = min(r["rank"] for r in rec["rounds"])
+    best = min(r["rank"] for r in rec["rounds"]) + 1
     rows = []
     best_so_far = None
     for r in rec["rounds"]:
-        best_so_far = r["rank"] if best_so_far is None else min(best_so_far, r["rank"])
+        rank = r["rank"] + 1
+        best_so_far = rank if best_so_far is None else min(best_so_far, rank)
         if r.get("image"):
             rsrc = _rel(run_dir / r["image"], out)
             render = f'<img class="render" src="{_e(rsrc)}" alt="round {r["index"]} rendering">'
         else:
             render = "<i>no image shown in this mode</i>"
         hits = []
-        for h in r.get("hits", [])[:TOP_HITS_SHOWN]:
+        for h in r.get("hits", []):
             is_t = str(h["id"]) == str(tid)
-            th = thumbs.get(h["id"], h.get("path", ""))
-            pic = f'<img class="thumb" src="{_e(th)}" alt="hit {_e(h["id"])}">' if th else ""
-            hits.append(f'<td class="{"hit" if is_t else ""}">{pic}#{h["rank"]} id {_e(h["id"])}<br>'
-                        f'{h["score"]:.3f}</td>')
-        hit_cls = ' class="hit"' if r["rank"] < 10 else ""
+            path = h.get("path", "")
+            th = thumbs.get(h["id"], path)
+            pic = f'<img class="thumb" src="{_e(th)}" alt="{_e(path)}" title="{_e(path)}">' if th else ""
+            hits.append(f'<td class="{"hit" if is_t else ""}">{pic}#{h["rank"] + 1} {_e(path or "id " + str(h["id"]))}'
+                        f'<br>{h["score"]:.3f}</td>')
+        hit_cls = ' class="hit"' if rank <= 10 else ""
         rows.append(
             f"<tr><td>{r['index']}</td><td class=\"q\">{_e(r['query'])}"
             + (f"<br><small><b>feedback:</b> {_e(r['feedback'])}</small>" if r.get("feedback") else "")
-            + f"</td><td>{render}</td><td{hit_cls}>{r['rank']}<br><small>best {best_so_far}</small></td>"
+            + f"</td><td>{render}</td><td{hit_cls}>{rank}<br><small>best {best_so_far}</small></td>"
             f"<td><table class=\"hits\"><tr>{''.join(hits)}</tr></table></td></tr>")
-    found = f'<span class="found">found (best rank {best})</span>' if best < 10 else f"best rank {best}"
+    found = f'<span class="found">found (best rank {best})</span>' if best <= 10 else f"best rank {best}"
     return (f'<div class="dialog" id="{_e(label)}-{tid}"><h3>{_e(label)} · target {tid}: {_e(img)} — {found}</h3>'
             f"{timg}<table><tr><th>round</th><th>query</th><th>rendering</th><th>rank</th>"
             f"<th>top hits</th></tr>{''.join(rows)}</table></div>")
@@ -144,11 +149,14 @@ def write_report(out: Path, summary: dict, dialogs: Mapping[str, Mapping[int, tu
     """`dialogs`: label -> target id -> (record, folder the record's image paths are relative to)."""
     out = Path(out)
     thumbs = _Thumbs(out, Path(image_root) if image_root else None)
-    parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>genir eval report</title>"
+    models = models_line(summary)
+    modes = ", ".join(blocks(summary))
+    parts = [f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<title>genir evaluation: {_e(modes)} · {_e(models)}</title>"
              f"<style>{_CSS}</style><script>{_JS}</script></head><body>",
-             "<h1>genir evaluation</h1><p id=\"status\">loading images…</p>",
-             f"<p>n_targets = {summary['n_targets']} · modes: "
-             f"{_e(', '.join(blocks(summary)))}</p>", _metrics_table(summary)]
+             f"<h1>genir evaluation: {_e(modes)}</h1><p>models: {_e(models)}</p><p id=\"status\" role=\"alert\"></p>",
+             f"<p>n_targets = {summary['n_targets']} · modes: {_e(modes)} · ranks are 1-based (1 = the top hit; "
+             "dialogs.jsonl and summary.json store them 0-based)</p>", _metrics_table(summary)]
     if (out / PLOT).exists():
         parts.append(f'<img src="{PLOT}" alt="Hits@K per round" style="max-width:640px">')
     for label, recs in dialogs.items():

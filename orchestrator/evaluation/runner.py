@@ -22,14 +22,15 @@ from pathlib import Path
 import grpc
 from prometheus_client import Counter, Gauge
 
-from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from genir.v1 import common_pb2, orchestrator_pb2
 from orchestrator.datasets import Query
 from orchestrator.evaluation import metrics
 from orchestrator.evaluation.records import DIALOGS, DialogLog, load_dialogs, ranks_of
 
 log = logging.getLogger("genir.eval")
 
-MODES = ("genir", "verbal", "prediction", "chatir", "hybrid")
+MODES = ("genir", "verbal", "prediction", "chatir", "fusion")
+MODE_ALIASES = {"hybrid": "fusion"}  # old name, accepted with a warning
 HEADLINE_K = 10
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -62,8 +63,14 @@ class EvalConfig:
     width: int = 0
     height: int = 0
     num_inference_steps: int = 0
-    image_weight: float = 0.0
-    text_weight: float = 0.0
+    image_weight: float | None = None   # fusion mode; None = 0.5
+    text_weight: float | None = None
+    preset: str = "paper"               # services/common/presets.py
+    prompt_set: str = ""                # "" = the preset's
+    max_new_tokens: int = 0             # 0 = the preset's per-stage budgets
+    guidance: float | None = None       # None = the preset's (or the generator's)
+    chatir_per_round: bool = False      # chatir: round t's string alone, not the joined prefix
+    effective: dict = field(default_factory=dict)  # every value the services use (cli.discover)
     label: str = ""               # name of this run in merged comparisons; "" = the mode
     retries: int = 3              # extra attempts per dialog on a transient failure
     retry_backoff_s: float = 1.0
@@ -78,7 +85,8 @@ class EvalConfig:
     def identity(self) -> dict:
         """What must match for dialogs from two runs to be the same experiment (resume, merge)."""
         keep = ("mode", "rounds", "seed", "top_k", "collection", "width", "height", "num_inference_steps",
-                "image_weight", "text_weight")
+                "image_weight", "text_weight", "preset", "prompt_set", "max_new_tokens", "guidance", "effective",
+                "chatir_per_round")
         d = asdict(self)
         return {k: d[k] for k in keep} | {"label": self.name}
 
@@ -134,30 +142,39 @@ def check_queries(queries: Sequence[Query], cfg: EvalConfig) -> None:
                             f"{len(q.dialog)} ({len(short)} target(s) too short)")
 
 
+def session_options(c: EvalConfig) -> orchestrator_pb2.SessionOptions:
+    """The SessionOptions every dialog of the run sends (unset = the preset decides)."""
+    opts = orchestrator_pb2.SessionOptions(
+        collection=c.collection, top_k=c.top_k, image_delivery=common_pb2.IMAGE_DELIVERY_INLINE, seed=c.seed,
+        width=c.width, height=c.height, num_inference_steps=c.num_inference_steps, preset=c.preset,
+        prompt_set=c.prompt_set, max_new_tokens=c.max_new_tokens, chatir_per_round=c.chatir_per_round)
+    for name, value in (("image_weight", c.image_weight), ("text_weight", c.text_weight),
+                        ("guidance_scale", c.guidance)):
+        if value is not None:
+            setattr(opts, name, value)
+    return opts
+
+
 # --------------------------------------------------------------------------- dialog sources
 class GrpcDialogSource:
-    """Dialogs from a running orchestrator's RunDialog stream."""
+    """Dialogs from a running orchestrator's RunDialog stream (through genir.client.Client)."""
 
     def __init__(self, target: str, *, ca: str | None = None, cert: str | None = None, key: str | None = None,
                  token: str | None = None, max_message_mb: int = 64):
-        from services.common.channels import open_channel
+        from genir.client import Client
 
         self.target = target
-        self.channel = open_channel(target, ca=ca, cert=cert, key=key, max_message_mb=max_message_mb)
-        self.stub = orchestrator_pb2_grpc.OrchestratorStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.client = Client(target, token=token, ca=ca, cert=cert, key=key, max_message_mb=max_message_mb)
 
     async def run_dialog(self, request, timeout: float) -> AsyncIterator[orchestrator_pb2.Round]:
-        call = self.stub.RunDialog(request, timeout=timeout, metadata=self.metadata)
-        async for rnd in call:
+        async for rnd in self.client.run_dialog(request, timeout=timeout):
             yield rnd
 
     async def fetch_image(self, ref: str) -> common_pb2.Image:
-        return await self.stub.GetImage(orchestrator_pb2.GetImageRequest(ref=ref), timeout=60,
-                                        metadata=self.metadata)
+        return await self.client.get_image(ref)
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.client.close()
 
 
 class EngineDialogSource:
@@ -265,10 +282,7 @@ class EvalRunner:
     # ---- one dialog
     def request_for(self, q: Query) -> orchestrator_pb2.RunDialogRequest:
         c = self.cfg
-        opts = orchestrator_pb2.SessionOptions(
-            collection=c.collection, top_k=c.top_k, image_delivery=common_pb2.IMAGE_DELIVERY_INLINE, seed=c.seed,
-            width=c.width, height=c.height, num_inference_steps=c.num_inference_steps,
-            image_weight=c.image_weight, text_weight=c.text_weight)
+        opts = session_options(c)
         return orchestrator_pb2.RunDialogRequest(
             target_id=str(q.target_id), mode=c.mode, rounds=c.rounds,
             dialog=list(q.dialog[: c.rounds + 1]) if c.mode == "chatir" else [], options=opts)

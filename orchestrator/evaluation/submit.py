@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from services.common.config import add_flag
 
 SERVICE = "submit"
-MODES = ("genir", "verbal", "prediction", "chatir", "hybrid")  # orchestrator.evaluation.runner.MODES
+MODES = ("genir", "verbal", "prediction", "chatir", "fusion", "hybrid")  # runner.MODES + the old name of fusion
 EVAL_METRICS_PORT = 9104
 RESULTS_MOUNT = "/results"
 DATA_MOUNT = "/data"

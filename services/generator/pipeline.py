@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from services.common import presets
+
 log = logging.getLogger("genir.generator.pipeline")
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -97,7 +99,7 @@ class Pipeline:
     def __init__(self, path: str | Path, *, model_id: str | None = None, device: str = "auto",
                  dtype: str = "auto", drop_t5: bool = False, compile: bool = False,
                  attention_slicing: bool = False, vae_tiling: bool = False, batch_invariant: bool = True,
-                 max_sequence_length: int = 256):
+                 max_sequence_length: int = 0):
         self.path = Path(path)
         self.model_id = model_id or self.path.resolve().name
         self.device = resolve_device(device)
@@ -113,6 +115,14 @@ class Pipeline:
         self._lock = threading.Lock()  # one pipeline call at a time, whoever calls
         self._call_params: set[str] = set()
         self._counting_tokenizers: dict[int, object] = {}
+
+    @classmethod
+    def from_args(cls, args) -> "Pipeline":
+        """The diffusers backend as `genir serve generator` configures it (services/generator/backends.py)."""
+        return cls(args.model, model_id=args.model_id, device=args.device, dtype=args.dtype,
+                   drop_t5=args.drop_t5, compile=args.compile, attention_slicing=args.attention_slicing,
+                   vae_tiling=args.vae_tiling, batch_invariant=args.batch_invariant,
+                   max_sequence_length=args.max_sequence_length)
 
     # ------------------------------------------------------------------ loading
     def load(self) -> "Pipeline":
@@ -230,7 +240,8 @@ class Pipeline:
         long = [(t, e) for _, t, e in toks if self._is_long(e)]
         if long and "max_sequence_length" in params:
             tok, enc = long[0]
-            seq = min(self.requested_max_sequence_length, int(min(tok.model_max_length or 4096, 4096)))
+            wanted = presets.max_sequence_length(type(pipe).__name__, self.requested_max_sequence_length)
+            seq = min(wanted, int(min(tok.model_max_length or 4096, 4096)))
             return seq, f"{type(enc).__name__} max_sequence_length", seq
         if not toks:
             return 77, "default", None
@@ -296,7 +307,7 @@ class Pipeline:
 
     def describe(self) -> dict:
         return {"model": self.model_id, "pipeline_class": type(self.pipe).__name__ if self.pipe else "",
-                "device": self.device, "dtype": str(getattr(self, "dtype", self.dtype_name)).removeprefix("torch.")}
+                "backend": "diffusers", "device": self.device, "dtype": str(getattr(self, "dtype", self.dtype_name)).removeprefix("torch.")}
 
 
 def _padded_linear(self, x):

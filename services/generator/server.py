@@ -19,6 +19,7 @@ from services.common import config, images, validation
 from services.common.batching import MicroBatcher, submit_for_call
 from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
+from services.generator.backends import BackendError, build_backend
 from services.generator.batching import METRICS
 from services.generator.pipeline import DTYPES, Item, Pipeline
 
@@ -34,7 +35,9 @@ FORMATS = {generator_pb2.OUTPUT_FORMAT_UNSPECIFIED: "PNG", generator_pb2.OUTPUT_
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_server_flags(parser, SERVICE, 50051, 9101)
     f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
-    f("model", default=None, help="diffusers text-to-image pipeline folder (Hugging Face layout); required")
+    f("model", default=None, help="model folder (a diffusers pipeline for the default backend); required")
+    f("backend", default="diffusers", help="generator backend: diffusers, an entry point of group "
+      "genir.generator_backends, or module:Class (services/generator/backends.py, docs/generators.md)")
     f("model-id", default=None, help="model id reported to clients (default: the folder name)")
     f("device", default="auto", help="auto (cuda when present, else cpu), cpu, cuda, cuda:N")
     f("dtype", default="auto", choices=DTYPES, help="weights dtype; auto = bfloat16 on CUDA, float32 on CPU")
@@ -46,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("max-steps", default=100, type=int, help="largest num_inference_steps accepted")
     f("max-guidance", default=20.0, type=float, help="largest guidance_scale accepted")
     f("max-images", default=4, type=int, help="largest num_images per request")
-    f("max-sequence-length", default=256, type=int,
-      help="prompt tokens read by a long-text encoder (T5), capped by its tokenizer")
+    f("max-sequence-length", default=0, type=int,
+      help="prompt tokens read by a long-text encoder (T5), capped by its tokenizer; 0 = the family's "
+           "(FLUX 512 as the paper's scripts, else 256)")
     f("compile", default=False, bool_flag=True,
       help="torch.compile the denoiser (compiles at start-up; new shapes recompile on first use)")
     f("drop-t5", default=False, bool_flag=True, help="load SD3.5 without its T5 encoder (text_encoder_3=None)")
@@ -205,14 +209,11 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             max_width=c.max_width, max_height=c.max_height, default_steps=c.default_steps, max_steps=c.max_steps,
             default_guidance=c.default_guidance, max_guidance=c.max_guidance, max_images=c.max_images,
             max_prompt_tokens=c.max_prompt_tokens, max_batch_size=self.batcher.max_batch_size,
-            max_queue=self.batcher.max_queue)
+            max_queue=self.batcher.max_queue, max_prompt_chars=MAX_PROMPT_CHARS, backend=d.get("backend", ""))
 
 
 def build(args) -> tuple[Pipeline, MicroBatcher, GeneratorServicer]:
-    backend = Pipeline(args.model, model_id=args.model_id, device=args.device, dtype=args.dtype,
-                       drop_t5=args.drop_t5, compile=args.compile, attention_slicing=args.attention_slicing,
-                       vae_tiling=args.vae_tiling, batch_invariant=args.batch_invariant,
-                       max_sequence_length=args.max_sequence_length)
+    backend = build_backend(args)
     batcher = MicroBatcher(backend.generate_batch, METRICS, max_batch_size=args.max_batch_size,
                            max_delay_s=args.max_batch_delay_ms / 1000.0, max_queue=args.max_queue, name=SERVICE)
     return backend, batcher, GeneratorServicer(backend, batcher, args)
@@ -228,7 +229,11 @@ def main(args) -> int:
             log.error("--%s must be >= 1 (got %s)", flag.replace("_", "-"), getattr(args, flag))
             return 2
     config.log_config(SERVICE, args)
-    backend, batcher, servicer = build(args)
+    try:
+        backend, batcher, servicer = build(args)
+    except BackendError as e:
+        log.error("%s", e)
+        return 2
 
     async def load():
         await asyncio.to_thread(backend.load)

@@ -1,24 +1,32 @@
-"""Every prompt the refiner sends to the vision-language model, versioned.
+"""Every prompt the refiner sends to the vision-language model, in versioned prompt sets.
 
 A builder returns a `Prompt`: chat messages (a system turn and a user turn whose content is a list
 of text parts and {"type": "image"} placeholders) plus the images for the placeholders, in order.
-The id ("compare@v1") is reported in every response, so results can be traced to the exact wording;
-change a text -> bump its version.
+The id ("paper.compare@1") is reported in every response, so results can be traced to the exact
+wording; change a text -> bump its version.
 
-What each call sees (GenIR, docs/method.md):
+Two sets, chosen per request (`prompt_set`); the method they serve is in docs/method.md:
 
-  id                      images (in order)            texts
-  caption@v1              target                       -                  (GenIR round 0)
-  caption_retrieval@v1    target                       -                  (baselines: a search query)
-  compare@v1              target, shown                previous caption   (only the differences)
-  critique@v1             target                       previous caption   (verbal baseline)
-  refine@v1               target [, shown]             caption, feedback  (simulated user)
-  refine_prediction@v1    target [, shown]             caption, feedback, shown image's rank
-  merge@v1                [shown]                      caption, feedback  (human mode: no target)
+  paper  (default) asks, stage by stage, what the authors' scripts ask, in our own words, with the
+         same inputs, constraints and token caps; each system turn states its cap, as the scripts do.
+  v1     the project's first prompts (kept unchanged so earlier runs can be repeated).
 
-GenIR's refine sees the target, the previous caption and the comparison, not the rendering; the
-rendering is added only when the caller passes it. The prediction-feedback baseline gets the
-retrieved image and the target's true rank (the reference code always said rank 0).
+What each call sees:
+
+  stage (paper id)               images            texts
+  caption  paper.caption@1       target            -                   GenIR and verbal round 0
+           paper.caption_retrieval@1  target       -                   prediction round 0
+  compare  paper.compare@1       target, shown     previous caption    GenIR: rendering vs target
+           paper.compare_retrieval@1 target, shown current query       prediction: top-1 vs target
+  critique paper.critique@1      target            previous caption    verbal ("detail critic")
+  refine   paper.refine@1        target [, shown]  caption, comparison GenIR
+           paper.refine_critique@1 target          caption, critique   verbal (never mentions a rendering)
+           paper.refine_prediction@1 target, shown caption, comparison, rank   prediction
+  merge    merge@v1              [shown]           caption, feedback   human sessions (no script)
+
+Deliberate differences from the scripts (docs/paper.md): prediction refine gets the comparison
+and the target's true rank (the script computes the comparison but never passes it, and always
+says rank 0).
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-CAPTION_TOKENS = 500  # paper: at most 500 new tokens for caption/refine
+from services.common import presets
+
+CAPTION_TOKENS = 500  # v1: at most 500 new tokens for caption/refine
 COMPARE_TOKENS = 400  # and 400 for compare
 
 # Output shapes, for postprocess: a single-paragraph prompt, or a short list of remarks.
@@ -172,3 +182,166 @@ def refine(caption_text: str, feedback: str, target: Any = None, shown: Any = No
     parts.append(_text(f"Current prompt: {caption_text}\n\nDifferences from the target: {feedback}\n\n"
                        "Write the improved prompt."))
     return Prompt(pid, _chat(pid, parts), images, CAPTION_TOKENS)
+
+
+# ====================================================================== the paper set
+# Sources of feedback a refine turns into a new query.
+COMPARISON, CRITIQUE, PERSON = "comparison", "critique", "person"
+
+PAPER = {
+    "paper.caption@1": (
+        "You caption images for text-to-image diffusion models, writing descriptions that are concise "
+        "but detailed. Keep the description under {tokens} tokens."),
+    "paper.caption_retrieval@1": (
+        "You caption images with concise but detailed descriptions that tell one image apart from "
+        "others in a retrieval task. Keep the description under {tokens} tokens."),
+    "paper.compare@1": (
+        "You analyse an original image against a synthetic image generated from its caption and point "
+        "out the important differences that the caption's refinement must address. Keep the analysis "
+        "under {tokens} tokens."),
+    "paper.compare_retrieval@1": (
+        "You compare images to help a person improve the text query they use in an image retrieval "
+        "system. Keep the analysis under {tokens} tokens."),
+    "paper.critique@1": (
+        "You are the detail critic in an iterative caption refinement process: you help improve image "
+        "captions by finding what is wrong with them and suggesting improvements."),
+    "paper.refine@1": (
+        "You refine image captions from feedback on how an original image differs from the image that "
+        "was generated from its caption. Keep the refined caption under {tokens} tokens."),
+    "paper.refine_critique@1": (
+        "You refine image captions, improving them according to a critique of the caption."),
+    "paper.refine_prediction@1": (
+        "You are an image retrieval expert who refines text queries so that they match target images "
+        "better in a retrieval system. Keep the refined query under {tokens} tokens."),
+}
+
+PAPER_ASK = {
+    "paper.caption@1": (
+        "Write a detailed, descriptive caption of this image to be used as the prompt of a diffusion "
+        "model. Cover the visual elements, the style, the composition, the colours and the details. "
+        "Answer with the caption only, ready to give to a diffusion model: no introduction and no "
+        "explanation."),
+    "paper.caption_retrieval@1": (
+        "Write a detailed, descriptive caption of this image for image retrieval. Cover the distinctive "
+        "visual elements, style, composition, colours and details that would pick out this particular "
+        "image in a large collection. Answer with the caption only: no introduction and no explanation."),
+    "paper.compare@1": (
+        "The first image has this original caption: {caption}. Someone drew the second image from that "
+        "caption. Compare what the two images contain and tell me only how they differ. Be concise and "
+        "clear."),
+    "paper.compare_retrieval@1": (
+        "I search for the first image with this text query: \"{caption}\". The retrieval system gave me "
+        "the second image instead. Compare what the two images contain and tell me only what differs and "
+        "which details I should add to or change in my query to retrieve the first image. Be concise and "
+        "clear."),
+    "paper.critique@1": (
+        "In this caption refinement process you are the detail critic. Review this caption of the image: "
+        "\"{caption}\". Give specific feedback on how to improve it, judging its accuracy, detail, clarity "
+        "and usefulness for a text-to-image system. Keep the critique under {tokens} tokens. Answer with "
+        "the critique only, as constructive feedback."),
+    "paper.refine@1": (
+        "Please refine the caption below for this image. It was used to generate a synthetic version of "
+        "the image, and the result did not fully match. This is the comparison feedback:\n\n{feedback}\n\n"
+        "Previous caption: '{caption}'\n\nWrite an improved caption that would generate an image closer "
+        "to the original, correcting the issues the comparison names. Answer with the refined caption "
+        "only, with no explanation or text around it."),
+    "paper.refine_critique@1": (
+        "Here is a critique: \"{feedback}\". Refine this caption of the image with it: \"{caption}\". "
+        "Write an improved version that deals with the issues raised while staying true to what the "
+        "image shows. Answer with the refined caption only, with no explanation or text around it. Keep "
+        "the answer under {tokens} tokens."),
+    "paper.refine_prediction@1": (
+        "I want a text query that retrieves this target image from a large collection. My current query "
+        "is: \"{caption}\"\n\n{rank}\n\nHow the retrieved image differs from the target: {feedback}\n\n"
+        "Look at both images, the target and the retrieved one. Refine my query so that it matches the "
+        "target better and sets it apart from similar images in the collection, focusing on what is "
+        "unique about the target and missing from my query. Answer with the refined query only, with no "
+        "explanation or text around it."),
+}
+
+
+def _paper(pid: str, images: list, tokens: int, output: str = PROMPT_TEXT, **fields) -> Prompt:
+    """A paper-set prompt: images first, then the request, as the scripts order the user turn."""
+    system = PAPER[pid].format(tokens=tokens)
+    ask = PAPER_ASK[pid].format(tokens=tokens, **fields)
+    parts = [IMAGE for _ in images] + [_text(ask)]
+    messages = [{"role": "system", "content": [_text(system)]}, {"role": "user", "content": parts}]
+    return Prompt(pid, messages, list(images), tokens, output)
+
+
+def _budget(tokens: int | None, mode: str, stage: str, limit: int) -> int:
+    return min(tokens or presets.stage_tokens(mode, stage) or CAPTION_TOKENS, limit)
+
+
+class PaperSet:
+    name = "paper"
+
+    def caption(self, target, style="generation", tokens=None, limit=1 << 30) -> Prompt:
+        if style == "retrieval":
+            return _paper("paper.caption_retrieval@1", [target], _budget(tokens, "prediction", "caption", limit))
+        return _paper("paper.caption@1", [target], _budget(tokens, "genir", "caption", limit))
+
+    def compare(self, target, shown, caption_text, tokens=None, limit=1 << 30, retrieval=False) -> Prompt:
+        if retrieval:
+            return _paper("paper.compare_retrieval@1", [target, shown],
+                          _budget(tokens, "prediction", "compare", limit), REMARKS, caption=caption_text)
+        return _paper("paper.compare@1", [target, shown], _budget(tokens, "genir", "compare", limit), REMARKS,
+                      caption=caption_text)
+
+    def critique(self, target, caption_text, tokens=None, limit=1 << 30) -> Prompt:
+        return _paper("paper.critique@1", [target], _budget(tokens, "verbal", "critique", limit), REMARKS,
+                      caption=caption_text)
+
+    def refine(self, caption_text, feedback, *, target=None, shown=None, shown_rank=None, source="",
+               tokens=None, limit=1 << 30) -> Prompt:
+        if target is None or source == PERSON:
+            return V1Set().refine(caption_text, feedback, shown=shown, tokens=tokens, limit=limit)
+        if shown_rank is not None:
+            images = [target] + ([shown] if shown is not None else [])
+            return _paper("paper.refine_prediction@1", images, _budget(tokens, "prediction", "refine", limit),
+                          caption=caption_text, feedback=feedback, rank=_rank_sentence(shown_rank))
+        if source == CRITIQUE:
+            return _paper("paper.refine_critique@1", [target], _budget(tokens, "verbal", "refine", limit),
+                          caption=caption_text, feedback=feedback)
+        images = [target] + ([shown] if shown is not None else [])
+        return _paper("paper.refine@1", images, _budget(tokens, "genir", "refine", limit),
+                      caption=caption_text, feedback=feedback)
+
+
+class V1Set:
+    """The first prompts, unchanged; `tokens` only sets the budget (their texts state none)."""
+    name = "v1"
+
+    @staticmethod
+    def _cap(p: Prompt, tokens, limit) -> Prompt:
+        from dataclasses import replace
+
+        return replace(p, max_new_tokens=min(tokens or p.max_new_tokens, limit))
+
+    def caption(self, target, style="generation", tokens=None, limit=1 << 30) -> Prompt:
+        return self._cap(caption(target, style), tokens, limit)
+
+    def compare(self, target, shown, caption_text, tokens=None, limit=1 << 30, retrieval=False) -> Prompt:
+        return self._cap(compare(target, shown, caption_text), tokens, limit)
+
+    def critique(self, target, caption_text, tokens=None, limit=1 << 30) -> Prompt:
+        return self._cap(critique(target, caption_text), tokens, limit)
+
+    def refine(self, caption_text, feedback, *, target=None, shown=None, shown_rank=None, source="",
+               tokens=None, limit=1 << 30) -> Prompt:
+        if source == PERSON:
+            target = None
+        return self._cap(refine(caption_text, feedback, target=target, shown=shown, shown_rank=shown_rank),
+                         tokens, limit)
+
+
+PROMPT_SETS = {"paper": PaperSet(), "v1": V1Set()}
+DEFAULT_SET = "paper"
+
+
+def prompt_set(name: str):
+    """The prompt set called `name` ("" = the default); ValueError names the allowed sets."""
+    key = (name or DEFAULT_SET).strip().lower()
+    if key not in PROMPT_SETS:
+        raise ValueError(f"unknown prompt set {name!r}; allowed: {', '.join(PROMPT_SETS)}")
+    return PROMPT_SETS[key]

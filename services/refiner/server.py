@@ -28,7 +28,7 @@ import time
 from prometheus_client import Counter, Histogram
 
 from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
-from services.common import config, images, tls, validation
+from services.common import config, images, presets, tls, validation
 from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
 from services.refiner import postprocess, prompts
@@ -38,8 +38,14 @@ log = logging.getLogger("genir.refiner")
 
 SERVICE = "refiner"
 MAX_SEED = 2**63 - 1
-# Paper defaults (GenIR, §4): temperature 0.7, top-p 0.9, repetition penalty 1.1.
-DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEFAULT_REPETITION_PENALTY = 0.7, 0.9, 1.1
+# Paper defaults (GenIR, §4, and the scripts): temperature 0.7, top-p 0.9, repetition penalty 1.1;
+# top_k 64 is Gemma-3's released generation config, which the scripts inherit.
+DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEFAULT_REPETITION_PENALTY = presets.TEMPERATURE, presets.TOP_P, \
+    presets.REPETITION_PENALTY
+DEFAULT_TOP_K = presets.TOP_K
+MAX_TOP_K = 1000
+SOURCES = {refiner_pb2.FEEDBACK_SOURCE_UNSPECIFIED: "", refiner_pb2.FEEDBACK_SOURCE_COMPARISON: prompts.COMPARISON,
+           refiner_pb2.FEEDBACK_SOURCE_CRITIQUE: prompts.CRITIQUE, refiner_pb2.FEEDBACK_SOURCE_PERSON: prompts.PERSON}
 DEADLINE_MARGIN = 0.25  # seconds kept back from the caller's deadline to answer in time
 
 TOKENS = Counter("genir_refiner_tokens_total", "Tokens processed by the vision-language model.", ["kind"])
@@ -74,9 +80,38 @@ def resolve_sampling(msg: common_pb2.Sampling, default_tokens: int, limit: int) 
         if has("max_new_tokens") else min(default_tokens, limit)
     penalty = validation.float_range(msg.repetition_penalty, "sampling.repetition_penalty", 1.0, 2.0) \
         if has("repetition_penalty") else DEFAULT_REPETITION_PENALTY
+    top_k = validation.int_range(msg.top_k, "sampling.top_k", 0, MAX_TOP_K) if has("top_k") else DEFAULT_TOP_K
     seed = validation.int_range(msg.seed, "sampling.seed", 0, MAX_SEED) if has("seed") else secrets.randbits(63)
-    return {"temperature": temperature, "top_p": top_p, "max_new_tokens": tokens,
+    return {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": tokens,
             "repetition_penalty": penalty, "seed": seed}
+
+
+def requested_tokens(msg: common_pb2.Sampling, limit: int) -> int | None:
+    """The caller's max_new_tokens, validated (None = the prompt set's budget for the stage)."""
+    if not msg.HasField("max_new_tokens"):
+        return None
+    return validation.int_range(msg.max_new_tokens, "sampling.max_new_tokens", 1, limit)
+
+
+def parse_prompt_set(name: str):
+    try:
+        return prompts.prompt_set(name)
+    except ValueError as e:
+        raise InvalidArgument(f"prompt_set: {e}") from None
+
+
+def parse_style(style: int, field: str = "style") -> str:
+    if style not in refiner_pb2.CaptionStyle.values():
+        raise InvalidArgument(f"{field}: unknown value {style}; allowed: CAPTION_STYLE_GENERATION (1), "
+                              f"CAPTION_STYLE_RETRIEVAL (2), or unset for GENERATION")
+    return "retrieval" if style == refiner_pb2.CAPTION_STYLE_RETRIEVAL else "generation"
+
+
+def parse_source(source: int) -> str:
+    if source not in SOURCES:
+        raise InvalidArgument(f"feedback_source: unknown value {source}; allowed: "
+                              + ", ".join(f"{refiner_pb2.FeedbackSource.Name(v)} ({v})" for v in SOURCES))
+    return SOURCES[source]
 
 
 class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
@@ -117,21 +152,27 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
                      common_pb2.Timing(stage="total", seconds=time.perf_counter() - start)])
 
     # ------------------------------------------------------------------ RPCs
+    def _budget(self, request) -> dict:
+        return {"tokens": requested_tokens(request.sampling, self.max_new_tokens), "limit": self.max_new_tokens}
+
     async def Caption(self, request, context):
-        if request.style not in refiner_pb2.CaptionStyle.values():
-            raise InvalidArgument(f"style: unknown value {request.style}; allowed: CAPTION_STYLE_GENERATION (1), "
-                                  f"CAPTION_STYLE_RETRIEVAL (2), or unset for GENERATION")
+        style = parse_style(request.style)
+        pset = parse_prompt_set(request.prompt_set)
         target = await self._image(request.target, "target")
-        style = "retrieval" if request.style == refiner_pb2.CAPTION_STYLE_RETRIEVAL else "generation"
-        return await self._run(prompts.caption(target, style), request.sampling, context)
+        return await self._run(pset.caption(target, style, **self._budget(request)), request.sampling, context)
 
     async def Compare(self, request, context):
+        retrieval = parse_style(request.style) == "retrieval"
+        pset = parse_prompt_set(request.prompt_set)
         target = await self._image(request.target, "target")
         generated = await self._image(request.generated, "generated")
         caption = self._text(request.caption, "caption")
-        return await self._run(prompts.compare(target, generated, caption), request.sampling, context)
+        prompt = pset.compare(target, generated, caption, retrieval=retrieval, **self._budget(request))
+        return await self._run(prompt, request.sampling, context)
 
     async def Refine(self, request, context):
+        pset = parse_prompt_set(request.prompt_set)
+        source = parse_source(request.feedback_source)
         caption = self._text(request.caption, "caption")
         feedback = self._text(request.feedback, "feedback")
         target = await self._image(request.target, "target", required=False)
@@ -141,13 +182,24 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
             rank = validation.int_range(request.shown_rank, "shown_rank", 0, 2**31 - 1)
             if target is None:
                 raise InvalidArgument("shown_rank: only meaningful with a target (simulated prediction feedback)")
-        prompt = prompts.refine(caption, feedback, target=target, shown=generated, shown_rank=rank)
+        if target is None and source in (prompts.COMPARISON, prompts.CRITIQUE):
+            raise InvalidArgument(f"feedback_source: {source} feedback needs the target (simulated user)")
+        prompt = pset.refine(caption, feedback, target=target, shown=generated, shown_rank=rank, source=source,
+                             **self._budget(request))
         return await self._run(prompt, request.sampling, context)
 
     async def Critique(self, request, context):
+        pset = parse_prompt_set(request.prompt_set)
         target = await self._image(request.target, "target")
         caption = self._text(request.caption, "caption")
-        return await self._run(prompts.critique(target, caption), request.sampling, context)
+        return await self._run(pset.critique(target, caption, **self._budget(request)), request.sampling, context)
+
+    async def Info(self, request, context):
+        return refiner_pb2.RefinerInfo(
+            model=self.model_id, triton_model=self.vlm.model, prompt_sets=list(prompts.PROMPT_SETS),
+            default_prompt_set=prompts.DEFAULT_SET, temperature=DEFAULT_TEMPERATURE, top_p=DEFAULT_TOP_P,
+            top_k=DEFAULT_TOP_K, repetition_penalty=DEFAULT_REPETITION_PENALTY,
+            max_new_tokens_limit=self.max_new_tokens)
 
 
 def build(args) -> tuple[TritonVLM, RefinerServicer]:

@@ -37,6 +37,8 @@ class EvalWorld:
         return [sys.executable, "-m", "genir.cli", "eval", "--queries", str(queries or self.queries),
                 "--corpus", str(self.corpus), "--image-root", str(self.image_root), "--out", str(out),
                 "--orchestrator", self.stack.target("orchestrator"), "--metrics-port", "-1", "--no-progress",
+                # asked only for model ids and effective settings, so every run records the same ones
+                "--generator", self.stack.target("generator"), "--refiner", self.stack.target("refiner"),
                 *map(str, extra)]
 
     def run_eval(self, out: Path, *extra, queries: Path | None = None, timeout: float = 600):

@@ -77,10 +77,7 @@ def test_session_over_grpcurl_survives_restart(stack):
     assert sess["mode"] == "genir" and len(sess["rounds"]) == 1
     r0 = sess["rounds"][0]
     assert r0["generated"]["ref"] and len(r0["hits"]) == 5 and "target_rank" not in r0
-    assert not r0.get("prompt_truncated") and {"generate.inference", "retrieve.embed"} <= {
-        t["stage"] for t in r0["backend_timings"]}
-    rc, long, out = call(stack, "CreateSession", {"query": "a small red kite " * 120, "options": ref})
-    assert rc == 0 and long["rounds"][0]["prompt_truncated"] is True, out.stderr  # rendered from its head
+    assert {"generate.inference", "retrieve.embed"} <= {t["stage"] for t in r0["backend_timings"]}
 
     rc, r1, out = call(stack, "NextRound", {"session_id": sid, "feedback": "the kite should be blue"})
     assert rc == 0, out.stderr
@@ -124,16 +121,36 @@ EXPECTED = {
     "verbal": dict(Generate=0, Search=N + 1, Caption=1, Compare=0, Refine=N, Critique=N),
     "prediction": dict(Generate=0, Search=N + 1, Caption=1, Compare=N, Refine=N, Critique=0),
     "chatir": dict(Generate=0, Search=N + 1, Caption=0, Compare=0, Refine=0, Critique=0),
-    "hybrid": dict(Generate=N + 1, Search=N + 1, Caption=1, Compare=N, Refine=N, Critique=0),
+    "fusion": dict(Generate=N + 1, Search=N + 1, Caption=1, Compare=N, Refine=N, Critique=0),
+    "hybrid": dict(Generate=N + 1, Search=N + 1, Caption=1, Compare=N, Refine=N, Critique=0),  # old name of fusion
 }
+
+
+# the paper prompt set's stages each mode asks for: round 0's caption, later rounds' refine, the compare
+PROMPTS = {
+    "genir": ("paper.caption@1", "paper.refine@1", "paper.compare"),
+    "verbal": ("paper.caption@1", "paper.refine_critique@1", "paper.critique"),
+    "prediction": ("paper.caption_retrieval@1", "paper.refine_prediction@1", "paper.compare_retrieval"),
+}
+PROMPTS["fusion"] = PROMPTS["hybrid"] = PROMPTS["genir"]
+
+
+def refiner_calls(stack, prompt: str) -> float:
+    return sample_sum(scrape(stack.metrics_port("refiner")), "genir_refiner_triton_seconds_count", prompt=prompt)
 
 
 @pytest.mark.parametrize("mode", list(EXPECTED))
 def test_run_dialog_calls_per_mode(stack, mode):
     before = counters(stack)
+    middle = PROMPTS[mode][2] if mode in PROMPTS else None
+    middle_before = refiner_calls(stack, middle) if middle else 0
     kw = {"dialog": ["a dog on a beach", "is it sunny? yes", "any people? no"]} if mode == "chatir" else {}
     rounds = run_dialog(stack, mode, **kw)
     after = counters(stack)
+    if mode in PROMPTS:  # the orchestrator asks the refiner for the stages the paper's scripts run
+        first, refine, _ = PROMPTS[mode]
+        assert [r.prompt_id for r in rounds] == [first] + [refine] * N
+        assert refiner_calls(stack, middle) - middle_before == N
     assert [r.index for r in rounds] == list(range(N + 1))
     delta = {k: after[k] - before[k] for k in after}
     assert delta == EXPECTED[mode], delta
@@ -143,12 +160,11 @@ def test_run_dialog_calls_per_mode(stack, mode):
         assert r.seed > 0
     backend = [{t.stage for t in r.backend_timings} for r in rounds]
     assert all({"retrieve.queue", "retrieve.search", "retrieve.rank"} <= b for b in backend), backend
-    if mode in ("genir", "hybrid"):
-        assert all(r.generated.mime_type == "image/png" and r.generated.data for r in rounds)
-        assert all({"generate.queue", "generate.inference", "generate.encode", "retrieve.embed"} <= b
-                   for b in backend), backend
     if mode != "chatir":
         assert any(s.endswith(".triton") for s in backend[0] | backend[1]), backend
+    if mode in ("genir", "fusion", "hybrid"):
+        assert all(r.generated.mime_type == "image/png" and r.generated.data for r in rounds)
+        assert all({"generate.queue", "generate.inference", "generate.encode"} <= b for b in backend), backend
     elif mode == "prediction":  # the top-1 retrieved corpus image is what was shown
         for r in rounds:
             path = stack.image_root / r.hits[0].payload["path"]
@@ -159,6 +175,36 @@ def test_run_dialog_calls_per_mode(stack, mode):
         assert rounds[2].query == "a dog on a beach, is it sunny? yes, any people? no"
     else:
         assert rounds[0].prompt_id and all(r.feedback for r in rounds[1:])
+
+
+def test_a_query_too_long_for_the_generator_is_cut_and_recorded_never_refused(stack):
+    words = " ".join(f"red{i % 10} kite" for i in range(600))[:4000].strip()  # far over the tiny T5's 256 tokens
+    sess = orch(stack).CreateSession(orchestrator_pb2.CreateSessionRequest(query=words), timeout=120)
+    r0 = sess.rounds[0]
+    assert r0.query == words and r0.query_cut and r0.generated.data
+    assert words.startswith(r0.rendered_query) and 0 < len(r0.rendered_query) < len(words)
+    short = orch(stack).CreateSession(orchestrator_pb2.CreateSessionRequest(query="a red kite"), timeout=120)
+    assert not short.rounds[0].query_cut and short.rounds[0].rendered_query == ""
+
+
+def test_sessions_default_to_the_paper_preset_and_accept_explicit_settings(stack):
+    sess = orch(stack).CreateSession(orchestrator_pb2.CreateSessionRequest(query="a red kite"), timeout=120)
+    assert sess.options.preset == "paper" and sess.options.prompt_set == "paper"
+    opts = orchestrator_pb2.SessionOptions(preset="service", prompt_set="v1", num_inference_steps=2,
+                                           guidance_scale=1.0, width=64, height=48, max_new_tokens=16)
+    sess = orch(stack).CreateSession(orchestrator_pb2.CreateSessionRequest(query="a red kite", options=opts),
+                                     timeout=120)
+    assert sess.rounds[0].generated.width == 64 and sess.rounds[0].generated.height == 48
+    r1 = orch(stack).NextRound(orchestrator_pb2.NextRoundRequest(session_id=sess.session_id,
+                                                                 feedback="make it blue"), timeout=120)
+    assert r1.prompt_id == "merge@v1" and sess.options.prompt_set == "v1"
+
+
+def test_chatir_per_round_queries_are_not_concatenated(stack):
+    dialog = ["a dog on a beach", "is it sunny? yes", "any people? no"]
+    opts = orchestrator_pb2.SessionOptions(chatir_per_round=True)
+    rounds = run_dialog(stack, "chatir", dialog=dialog, options=opts)
+    assert [r.query for r in rounds] == dialog
 
 
 def test_dialog_replays_identically(stack):
@@ -211,9 +257,12 @@ def test_backend_killed_mid_dialog_then_restarted(stack):
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("method,data,code,words", [
     ("CreateSession", {"query": "   "}, 3, ["query", "empty"]),
-    ("CreateSession", {"query": "a cat", "mode": "telepathy"}, 3, ["mode", "genir", "verbal", "prediction", "hybrid"]),
+    ("CreateSession", {"query": "a cat", "mode": "telepathy"}, 3, ["mode", "genir", "verbal", "prediction", "fusion"]),
     ("CreateSession", {"query": "a cat", "mode": "chatir"}, 3, ["mode", "RunDialog"]),
     ("CreateSession", {"query": "a cat", "options": {"top_k": 1000}}, 3, ["options.top_k", "[1, 100]"]),
+    ("CreateSession", {"query": "a cat", "options": {"preset": "fast"}}, 3, ["options.preset", "paper", "service"]),
+    ("CreateSession", {"query": "a cat", "mode": "fusion", "options": {"image_weight": 0, "text_weight": 0}}, 3,
+     ["options.image_weight", "both 0"]),
     ("RunDialog", {"target_id": "1", "rounds": 21}, 3, ["rounds", "[0, 20]"]),
     ("RunDialog", {"target_id": "1", "rounds": -1}, 3, ["rounds", "[0, 20]"]),
     ("RunDialog", {"target_id": "1", "mode": "nope"}, 3, ["mode", "chatir"]),

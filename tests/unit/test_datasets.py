@@ -19,6 +19,8 @@ def test_real_chatir_files_load():
     assert chatir_query(q.dialog, 0) == q.dialog[0]
     assert chatir_query(q.dialog, 2) == f"{q.dialog[0]}, {q.dialog[1]}, {q.dialog[2]}"
     assert chatir_query(q.dialog, 10).count(", ") >= 10
+    # PlugIR's per-round variant: round t's string alone, never joined
+    assert [chatir_query(q.dialog, t, per_round=True) for t in range(3)] == list(q.dialog[:3])
 
 
 def test_genir_style_queries_and_other_path_shapes(tmp_path):

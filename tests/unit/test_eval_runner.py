@@ -122,6 +122,11 @@ def test_chatir_requests_carry_the_dialog(tmp_path):
     res = _run(src, QUERIES[:2], _cfg(mode="chatir", rounds=4), tmp_path)
     assert res.ok
     assert list(src.requests[0].dialog) == list(QUERIES[0].dialog[:5])
+    assert not src.requests[0].options.chatir_per_round
+    src = ScriptedDialogSource()
+    assert _run(src, QUERIES[:1], _cfg(mode="chatir", rounds=2, chatir_per_round=True), tmp_path / "per").ok
+    assert src.requests[0].options.chatir_per_round
+    assert json.loads((tmp_path / "per" / "run.json").read_text())["identity"]["chatir_per_round"] is True
 
 
 def test_resume_skips_finished_ignores_a_torn_line_and_matches_a_clean_run(tmp_path):

@@ -19,7 +19,7 @@ def test_contract_has_every_rpc():
         return set(mod.DESCRIPTOR.services_by_name[svc].methods_by_name)
 
     assert rpcs(generator_pb2, "Generator") == {"Generate", "Info"}
-    assert rpcs(refiner_pb2, "Refiner") == {"Caption", "Compare", "Refine", "Critique"}
+    assert rpcs(refiner_pb2, "Refiner") == {"Caption", "Compare", "Refine", "Critique", "Info"}
     assert rpcs(retriever_pb2, "Retriever") == {"Search", "EmbedImages", "EmbedTexts", "Upsert", "CollectionInfo"}
     assert {"CreateSession", "NextRound", "GetSession", "DeleteSession", "RunDialog"} <= rpcs(orchestrator_pb2,
                                                                                              "Orchestrator")

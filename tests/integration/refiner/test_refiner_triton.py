@@ -176,24 +176,43 @@ def test_direct_bad_requests_are_invalid_argument(triton, messages, images, para
 
 
 # ---------------------------------------------------------------------- the refiner service
-def test_every_rpc_returns_clean_text_with_its_prompt_id(refiner):
-    stub = refiner[0]
+def _calls(stub, pset: str) -> dict:
+    """One request per prompt of a set, keyed by the prompt id it must report."""
+    paper = pset != "v1"
+    retrieval = refiner_pb2.CAPTION_STYLE_RETRIEVAL
     calls = {
-        "caption@v1": lambda **kw: stub.Caption(refiner_pb2.CaptionRequest(target=image(RED), sampling=sampling()), **kw),
-        "caption_retrieval@v1": lambda **kw: stub.Caption(refiner_pb2.CaptionRequest(
-            target=image(RED), sampling=sampling(), style=refiner_pb2.CAPTION_STYLE_RETRIEVAL), **kw),
-        "compare@v1": lambda **kw: stub.Compare(refiner_pb2.CompareRequest(
-            target=image(RED), generated=image(BLUE), caption="a red square", sampling=sampling()), **kw),
-        "refine@v1": lambda **kw: stub.Refine(refiner_pb2.RefineRequest(
-            caption="a red square", feedback="the square is too small", target=image(RED), sampling=sampling()), **kw),
-        "refine_prediction@v1": lambda **kw: stub.Refine(refiner_pb2.RefineRequest(
-            caption="a red square", feedback="wrong colour", target=image(RED), generated=image(BLUE),
-            shown_rank=41, sampling=sampling()), **kw),
+        ("paper.caption@1" if paper else "caption@v1"): lambda **kw: stub.Caption(refiner_pb2.CaptionRequest(
+            target=image(RED), sampling=sampling(), prompt_set=pset), **kw),
+        ("paper.caption_retrieval@1" if paper else "caption_retrieval@v1"): lambda **kw: stub.Caption(
+            refiner_pb2.CaptionRequest(target=image(RED), sampling=sampling(), style=retrieval, prompt_set=pset), **kw),
+        ("paper.compare@1" if paper else "compare@v1"): lambda **kw: stub.Compare(refiner_pb2.CompareRequest(
+            target=image(RED), generated=image(BLUE), caption="a red square", sampling=sampling(),
+            prompt_set=pset), **kw),
+        ("paper.refine@1" if paper else "refine@v1"): lambda **kw: stub.Refine(refiner_pb2.RefineRequest(
+            caption="a red square", feedback="the square is too small", target=image(RED), sampling=sampling(),
+            prompt_set=pset), **kw),
+        ("paper.refine_prediction@1" if paper else "refine_prediction@v1"): lambda **kw: stub.Refine(
+            refiner_pb2.RefineRequest(caption="a red square", feedback="wrong colour", target=image(RED),
+                                      generated=image(BLUE), shown_rank=41, sampling=sampling(), prompt_set=pset), **kw),
         "merge@v1": lambda **kw: stub.Refine(refiner_pb2.RefineRequest(
-            caption="a red square", feedback="make it blue", sampling=sampling()), **kw),
-        "critique@v1": lambda **kw: stub.Critique(refiner_pb2.CritiqueRequest(
-            target=image(RED), caption="a red square", sampling=sampling()), **kw),
+            caption="a red square", feedback="make it blue", sampling=sampling(), prompt_set=pset), **kw),
+        ("paper.critique@1" if paper else "critique@v1"): lambda **kw: stub.Critique(refiner_pb2.CritiqueRequest(
+            target=image(RED), caption="a red square", sampling=sampling(), prompt_set=pset), **kw),
     }
+    if paper:
+        calls["paper.compare_retrieval@1"] = lambda **kw: stub.Compare(refiner_pb2.CompareRequest(
+            target=image(RED), generated=image(BLUE), caption="a red square", sampling=sampling(), style=retrieval,
+            prompt_set=pset), **kw)
+        calls["paper.refine_critique@1"] = lambda **kw: stub.Refine(refiner_pb2.RefineRequest(
+            caption="a red square", feedback="say it is small", target=image(RED), sampling=sampling(),
+            feedback_source=refiner_pb2.FEEDBACK_SOURCE_CRITIQUE, prompt_set=pset), **kw)
+    return calls
+
+
+@pytest.mark.parametrize("pset", ["", "v1"])
+def test_every_rpc_returns_clean_text_with_its_prompt_id(refiner, pset):
+    stub = refiner[0]
+    calls = _calls(stub, pset)
     for prompt_id, call in calls.items():
         resp = call(timeout=60)
         assert resp.prompt_id == prompt_id
@@ -202,6 +221,14 @@ def test_every_rpc_returns_clean_text_with_its_prompt_id(refiner):
         assert resp.prompt_tokens > 0 and 1 <= resp.completion_tokens <= TOKENS
         assert {t.stage for t in resp.timings} == {"triton", "total"}
         assert "<end_of_turn>" not in resp.text and "\ufffd" not in resp.text
+
+
+def test_info_reports_the_model_prompt_sets_and_sampling_defaults(refiner):
+    info = refiner[0].Info(refiner_pb2.RefinerInfoRequest(), timeout=10)
+    assert info.model == "tiny-gemma3" and info.triton_model == "gemma3"
+    assert list(info.prompt_sets) == ["paper", "v1"] and info.default_prompt_set == "paper"
+    assert (round(info.temperature, 3), round(info.top_p, 3), info.top_k, round(info.repetition_penalty, 3)) == \
+        (0.7, 0.9, 64, 1.1)
 
 
 def test_same_seed_gives_same_text_and_the_used_seed_is_reported(refiner):
@@ -270,6 +297,13 @@ def test_bad_input_is_invalid_argument_naming_the_field(refiner):
                               timeout=30), "sampling.top_p"),
         (lambda **kw: stub.Caption(refiner_pb2.CaptionRequest(target=image(RED), sampling=sampling(max_new_tokens=5000)),
                               timeout=30), "sampling.max_new_tokens"),
+        (lambda **kw: stub.Caption(refiner_pb2.CaptionRequest(target=image(RED), prompt_set="v9"), timeout=30),
+         "prompt_set"),
+        (lambda **kw: stub.Refine(refiner_pb2.RefineRequest(caption="a dog", feedback="f", feedback_source=9),
+                                  timeout=30), "feedback_source"),
+        (lambda **kw: stub.Refine(refiner_pb2.RefineRequest(
+            caption="a dog", feedback="f", feedback_source=refiner_pb2.FEEDBACK_SOURCE_CRITIQUE), timeout=30),
+         "feedback_source"),
         (lambda **kw: stub.Caption(refiner_pb2.CaptionRequest(target=image(RED), sampling=sampling(
             repetition_penalty=0.5)), timeout=30), "sampling.repetition_penalty"),
         (lambda **kw: stub.Refine(refiner_pb2.RefineRequest(caption="a", feedback="b", shown_rank=3), timeout=30),

@@ -42,14 +42,16 @@ def sampling(**kw):
 def test_unset_sampling_takes_the_paper_defaults_and_draws_a_seed():
     s = resolve_sampling(sampling(), 400, 1024)
     assert (s["temperature"], s["top_p"], s["repetition_penalty"], s["max_new_tokens"]) == (0.7, 0.9, 1.1, 400)
+    assert s["top_k"] == 64  # Gemma-3's released generation config, inherited by the scripts
     assert 0 <= s["seed"] < 2**63
     assert resolve_sampling(sampling(), 500, 300)["max_new_tokens"] == 300  # capped by the server limit
 
 
 def test_explicit_values_override_including_zero_temperature():
-    s = resolve_sampling(sampling(temperature=0.0, top_p=1.0, max_new_tokens=16, repetition_penalty=1.0, seed=0),
-                         500, 1024)
-    assert s == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 16, "repetition_penalty": 1.0, "seed": 0}
+    s = resolve_sampling(sampling(temperature=0.0, top_p=1.0, max_new_tokens=16, repetition_penalty=1.0, seed=0,
+                                  top_k=0), 500, 1024)
+    assert s == {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 16, "repetition_penalty": 1.0,
+                 "seed": 0}
 
 
 @pytest.mark.parametrize("kw,field", [
@@ -57,6 +59,7 @@ def test_explicit_values_override_including_zero_temperature():
     ({"top_p": 0.0}, "sampling.top_p"), ({"top_p": 1.5}, "sampling.top_p"),
     ({"max_new_tokens": 0}, "sampling.max_new_tokens"), ({"max_new_tokens": 1025}, "sampling.max_new_tokens"),
     ({"repetition_penalty": 0.9}, "sampling.repetition_penalty"), ({"seed": -1}, "sampling.seed"),
+    ({"top_k": -1}, "sampling.top_k"), ({"top_k": 1001}, "sampling.top_k"),
 ])
 def test_out_of_range_sampling_names_the_field_and_range(kw, field):
     with pytest.raises(InvalidArgument) as e:

@@ -40,7 +40,7 @@ from collections import OrderedDict
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "top_k": 0, "max_new_tokens": 500,
+DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "top_k": 64, "max_new_tokens": 500,
             "repetition_penalty": 1.1, "seed": None}
 ROLES = ("system", "user", "assistant", "model")
 CANCEL_CHECK_EVERY = 8  # generation steps between is_cancelled() polls (each is an IPC round trip)
