@@ -228,13 +228,15 @@ class Engine:
 
     # ------------------------------------------------------------------ human sessions
     def session_state(self, mode: str, options: orchestrator_pb2.SessionOptions, key: str,
-                      rounds: list[orchestrator_pb2.Round], last_image: common_pb2.Image | None) -> tuple[Mode, DialogState]:
+                      rounds: list[orchestrator_pb2.Round]) -> tuple[Mode, DialogState]:
         """State of a human session (no target) positioned after its stored rounds."""
         st = DialogState(options=options, collection=options.collection, top_k=options.top_k,
                          base_seed=options.seed, key=key, mode=ALIASES.get(mode, mode), index=len(rounds))
         if rounds:
             prev = rounds[-1]
-            st.last = Last(prev.query, last_image, prev.target_rank if prev.HasField("target_rank") else None)
+            # A person's next round starts from the last query (and their feedback); the previous
+            # rendering is not needed, so it is not read back from the store.
+            st.last = Last(prev.query, None, prev.target_rank if prev.HasField("target_rank") else None)
         return self._modes[mode], st
 
     async def human_round(self, mode: Mode, st: DialogState, *, query: str = "", feedback: str = "",

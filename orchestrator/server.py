@@ -132,15 +132,17 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         if not options.HasField("seed"):
             options.seed = int.from_bytes(os.urandom(8), "big") & ((1 << 63) - 1)
         rec = self.store.create(mode, options)
-        m, st = self.engine.session_state(mode, options, rec.id, [], None)
+        m, st = self.engine.session_state(mode, options, rec.id, [])
         try:
             rnd = await self.engine.human_round(m, st, query=query, deadline=_deadline(context))
         except BaseException:
             self.store.discard(rec.id)
             raise
         rnd.session_id = rec.id
-        rec.expires_at = self.store.add_round(rec.id, rnd)
-        return self._session(rec, [self._out(rnd, request.options.image_delivery, options.image_delivery)])
+        stored = self.store.add_round(rec.id, rnd)
+        rec.expires_at = stored.expires_at
+        return self._session(rec, [self._out(rnd, stored.round, request.options.image_delivery,
+                                             options.image_delivery)])
 
     async def NextRound(self, request, context):
         self._auth(context)
@@ -152,21 +154,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         rec = self.store.get(request.session_id)
         async with self._lock(rec.id):
             rounds = self.store.rounds(rec.id, inline=False)
-            last_image = None
-            if rounds and rounds[-1].generated.ref:
-                last_image = self.store.get_image(rounds[-1].generated.ref)
-            m, st = self.engine.session_state(rec.mode, rec.options, rec.id, rounds, last_image)
+            m, st = self.engine.session_state(rec.mode, rec.options, rec.id, rounds)
             kw = {"feedback": text} if which == "feedback" else {"query": text}
             rnd = await self.engine.human_round(m, st, deadline=_deadline(context), **kw)
             rnd.session_id = rec.id
-            self.store.add_round(rec.id, rnd)
-        return self._out(rnd, request.image_delivery, rec.options.image_delivery)
+            stored = self.store.add_round(rec.id, rnd)
+        return self._out(rnd, stored.round, request.image_delivery, rec.options.image_delivery)
 
-    def _out(self, rnd, delivery: int, session_choice: int):
-        """The stored round with its image inline or as a reference, as asked."""
-        if self._inline(delivery, session_choice):
-            return rnd
-        return self.engine.deliver(rnd, common_pb2.IMAGE_DELIVERY_REFERENCE)
+    def _out(self, rnd, stored, delivery: int, session_choice: int):
+        """The round with its image inline, or as stored (by reference), as asked."""
+        return rnd if self._inline(delivery, session_choice) else stored
 
     async def GetSession(self, request, context):
         self._auth(context)

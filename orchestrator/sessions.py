@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from genir.v1 import common_pb2, orchestrator_pb2
 from services.common.errors import InvalidArgument, NotFound
@@ -36,6 +37,11 @@ CREATE TABLE IF NOT EXISTS images (
     expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rounds_image ON rounds(image_ref);
 """
+
+
+class StoredRound(NamedTuple):
+    expires_at: float
+    round: orchestrator_pb2.Round      # as stored: the image by reference
 
 
 @dataclass
@@ -92,8 +98,10 @@ class SessionStore:
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
-    def add_round(self, session_id: str, rnd: orchestrator_pb2.Round) -> float:
-        """Store a round (its image as a file); extends the session's life. Returns the new expiry."""
+    def add_round(self, session_id: str, rnd: orchestrator_pb2.Round) -> StoredRound:
+        """Store a round (its image as a file, named by its hash); extends the session's life.
+        Returns the new expiry and the round as stored (image by reference), which is what a
+        caller asking for references gets, without hashing and storing the image again."""
         stored = orchestrator_pb2.Round()
         stored.CopyFrom(rnd)
         ref = None
@@ -113,7 +121,7 @@ class SessionStore:
             except Exception:
                 self._db.execute("ROLLBACK")
                 raise
-        return expires
+        return StoredRound(expires, stored)
 
     def rounds(self, session_id: str, inline: bool) -> list[orchestrator_pb2.Round]:
         with self._lock:

@@ -187,6 +187,21 @@ def test_a_query_too_long_for_the_generator_is_cut_and_recorded_never_refused(st
     assert not short.rounds[0].query_cut and short.rounds[0].rendered_query == ""
 
 
+def test_next_round_never_reads_the_previous_rendering_back(stack):
+    """A person's next round needs the last query, not the last image: with the stored image
+    gone, NextRound still works (it used to read the file back and fail NOT_FOUND)."""
+    ref = orchestrator_pb2.SessionOptions(image_delivery=common_pb2.IMAGE_DELIVERY_REFERENCE, top_k=3)
+    sess = orch(stack).CreateSession(orchestrator_pb2.CreateSessionRequest(query="a green boat", options=ref),
+                                     timeout=120)
+    first = sess.rounds[0].generated.ref
+    (stack.db_path.with_name(stack.db_path.name + ".images") / first).unlink()
+    r1 = orch(stack).NextRound(orchestrator_pb2.NextRoundRequest(session_id=sess.session_id,
+                                                                 feedback="make it red"), timeout=120)
+    assert r1.index == 1 and r1.generated.ref and not r1.generated.data
+    got = orch(stack).GetSession(orchestrator_pb2.GetSessionRequest(session_id=sess.session_id), timeout=30)
+    assert got.rounds[1].generated.ref == r1.generated.ref      # the reference returned is the stored one
+
+
 def test_sessions_default_to_the_paper_preset_and_accept_explicit_settings(stack):
     sess = orch(stack).CreateSession(orchestrator_pb2.CreateSessionRequest(query="a red kite"), timeout=120)
     assert sess.options.preset == "paper" and sess.options.prompt_set == "paper"
