@@ -1,0 +1,43 @@
+"""Confining client-supplied relative paths to a served folder (the corpus image root).
+
+Every reader of a corpus image (the orchestrator's engine, its GetCorpusImage RPC, `genir index`)
+goes through `resolve_in_root`, so one rule decides what may be read: the path is relative, and
+after resolving `..` and symlinks it still lies inside the root. Error messages name only the
+relative path the caller sent, never a server path, and say the same thing whether or not a file
+exists outside the root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from services.common.errors import InvalidArgument
+
+MAX_REL_CHARS = 1024
+ECHO_CHARS = 80
+
+
+def echo(value: str, limit: int = ECHO_CHARS) -> str:
+    """A caller's value as shown in an error: repr of a short prefix, so messages stay small."""
+    value = str(value)
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"
+
+
+def resolve_in_root(root: str | Path, rel: str, what: str = "path") -> Path:
+    """The real path of `rel` under `root`; InvalidArgument when it is absolute, empty or escapes.
+
+    Symlinks inside the root are followed, but only to targets that stay inside it.
+    """
+    if not isinstance(rel, str) or not rel.strip():
+        raise InvalidArgument(f"{what}: empty image path")
+    if len(rel) > MAX_REL_CHARS or "\x00" in rel:
+        raise InvalidArgument(f"{what}: {echo(rel)} is not a valid relative image path")
+    posix = PurePosixPath(rel.replace("\\", "/"))
+    if posix.is_absolute() or ".." in posix.parts or (posix.parts and ":" in posix.parts[0]):
+        raise InvalidArgument(f"{what}: {echo(rel)} must be a path relative to the image root, without '..'")
+    base = Path(root).resolve()
+    real = (base / posix).resolve()
+    if real != base and base not in real.parents:
+        # A symlink inside the root points outside it: the same answer as for '..'.
+        raise InvalidArgument(f"{what}: {echo(rel)} leaves the image root")
+    return real
