@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import mimetypes
 import time
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
-from PIL import Image as PILImage
 from prometheus_client import Histogram
 
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
@@ -34,6 +32,8 @@ from orchestrator.datasets import Corpus
 from orchestrator.modes import MODES, Mode, Shown, Step, mode_name
 from services.common import validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.images import DEFAULT_MAX_PIXELS, decode_image
+from services.common.paths import echo, resolve_in_root
 
 log = logging.getLogger("genir.orchestrator.engine")
 
@@ -127,7 +127,8 @@ class Engine:
         self.images = images
         self._own = own_backends
         self._modes: dict[str, Mode] = {name: cls(self) for name, cls in MODES.items()}
-        self._image_cache: OrderedDict[str, common_pb2.Image] = OrderedDict()
+        self.max_pixels = DEFAULT_MAX_PIXELS
+        self._image_cache: OrderedDict[tuple, common_pb2.Image] = OrderedDict()
 
     # ------------------------------------------------------------------ simulated dialogs
     async def run_dialog(self, request: orchestrator_pb2.RunDialogRequest,
@@ -184,25 +185,35 @@ class Engine:
         return self._read_corpus_image(path, f"corpus id {hit.id}")
 
     def _read_corpus_image(self, rel: str, what: str) -> common_pb2.Image:
-        if rel in self._image_cache:
-            self._image_cache.move_to_end(rel)
-            return self._image_cache[rel]
         if self.image_root is None:
-            raise FailedPrecondition(f"{what}: the orchestrator has no --image-root to read {rel!r} from")
-        path = self.image_root / rel
+            raise FailedPrecondition(f"{what}: the orchestrator has no --image-root to read {echo(rel)} from")
+        try:
+            path = resolve_in_root(self.image_root, rel, what)
+        except InvalidArgument as e:
+            # A stored path that leaves the root is the collection's fault, not this request's.
+            raise FailedPrecondition(e.message) from None
+        try:
+            st = path.stat()
+        except OSError:
+            # the relative corpus path only: server paths stay in the server's log
+            raise FailedPrecondition(f"{what}: image file {echo(rel)} is missing under --image-root") from None
+        # Keyed by the file's identity too: a file fixed or replaced on disk is read again.
+        key = (rel, st.st_mtime_ns, st.st_size)
+        if key in self._image_cache:
+            self._image_cache.move_to_end(key)
+            return self._image_cache[key]
         try:
             data = path.read_bytes()
-            with PILImage.open(io.BytesIO(data)) as im:
-                width, height = im.size
-        except FileNotFoundError:
-            # the relative corpus path only: server paths stay in the server's log
-            raise FailedPrecondition(f"{what}: image file {rel!r} is missing under --image-root") from None
+            im = decode_image(data, what, self.max_pixels)
+        except InvalidArgument as e:
+            log.warning("cannot decode corpus image %s: %s", path, e.message)
+            raise FailedPrecondition(f"{what}: image file {echo(rel)} is not a readable image") from None
         except OSError as e:
             log.warning("cannot read corpus image %s: %s", path, e)
-            raise FailedPrecondition(f"{what}: image file {rel!r} is unreadable ({type(e).__name__})") from None
+            raise FailedPrecondition(f"{what}: image file {echo(rel)} is unreadable ({type(e).__name__})") from None
         msg = common_pb2.Image(data=data, mime_type=mimetypes.guess_type(rel)[0] or "application/octet-stream",
-                               width=width, height=height)
-        self._image_cache[rel] = msg
+                               width=im.width, height=im.height)
+        self._image_cache[key] = msg   # only images that decoded: a failed read is tried again next time
         while len(self._image_cache) > 64:
             self._image_cache.popitem(last=False)
         return msg

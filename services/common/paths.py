@@ -41,3 +41,29 @@ def resolve_in_root(root: str | Path, rel: str, what: str = "path") -> Path:
         # A symlink inside the root points outside it: the same answer as for '..'.
         raise InvalidArgument(f"{what}: {echo(rel)} leaves the image root")
     return real
+
+
+def corpus_fingerprint(paths) -> str:
+    """Identity of a corpus list: its paths in id order (the id of a path is its position).
+
+    Two corpora with this fingerprint equal give every id the same path; any reorder, insertion or
+    removal changes it. `genir index` records it in the collection, and every reader of target
+    ids (the orchestrator, `genir eval`) compares its own list's fingerprint with it.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.encode("utf-8", "surrogatepass") + b"\n")
+    return f"{len(paths)}:{h.hexdigest()[:32]}"
+
+
+def first_difference(mine, theirs) -> str:
+    """The first id where two path lists differ, in words."""
+    for i, (a, b) in enumerate(zip(mine, theirs)):
+        if a != b:
+            return f"id {i} is {echo(a)} here but {echo(b) if b else 'absent'} in the collection"
+    if len(mine) != len(theirs):
+        n = min(len(mine), len(theirs))
+        return f"{len(mine)} paths here, {len(theirs)} in the collection (lists agree up to id {n - 1})"
+    return "the lists are equal"
