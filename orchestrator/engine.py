@@ -33,7 +33,7 @@ from orchestrator.modes import MODES, Mode, Shown, Step, mode_name
 from services.common import validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.images import DEFAULT_MAX_PIXELS, decode_image
-from services.common.paths import echo, resolve_in_root
+from services.common.paths import corpus_fingerprint, echo, first_difference, resolve_in_root
 
 log = logging.getLogger("genir.orchestrator.engine")
 
@@ -43,6 +43,8 @@ STAGE_SECONDS = Histogram("genir_stage_seconds", "Wall time of one dialog stage 
 MAX_ROUNDS = 20
 MAX_TOP_K = 100
 SEED_MASK = (1 << 63) - 1
+CORPUS_CHECK_TTL_S = 30.0     # a collection re-indexed meanwhile is noticed within this time
+CORPUS_PAGE = 10_000
 
 
 def derive_seed(base: int, key: str, index: int, stage: str = "round") -> int:
@@ -128,6 +130,7 @@ class Engine:
         self._own = own_backends
         self._modes: dict[str, Mode] = {name: cls(self) for name, cls in MODES.items()}
         self.max_pixels = DEFAULT_MAX_PIXELS
+        self._corpus_checked: dict[str, float] = {}
         self._image_cache: OrderedDict[tuple, common_pb2.Image] = OrderedDict()
 
     # ------------------------------------------------------------------ simulated dialogs
@@ -135,6 +138,7 @@ class Engine:
                          deadline: float | None = None) -> AsyncIterator[orchestrator_pb2.Round]:
         """Stream rounds 0..request.rounds of a simulated dialog (the refiner sees the target)."""
         mode, st = self.dialog_state(request)
+        await self.check_corpus(st.collection, request.corpus_fingerprint)
         delivery = st.options.image_delivery
         for t in range(request.rounds + 1):
             st.begin(t, self._deadline(deadline))
@@ -163,6 +167,37 @@ class Engine:
         if mode.target_image:
             st.target = self.target_image(target_id)
         return mode, st
+
+    async def check_corpus(self, collection: str, client_fingerprint: str = "") -> None:
+        """Target ids are positions in a corpus list: the client's, ours and the collection's must be one list."""
+        mine = corpus_fingerprint(self.corpus.paths)
+        if client_fingerprint and client_fingerprint != mine:
+            raise FailedPrecondition(f"corpus: the client's corpus list (fingerprint {echo(client_fingerprint)}) is not "
+                                     f"the orchestrator's --corpus ({mine}); its ids would name other images")
+        cached = self._corpus_checked.get(collection)
+        if cached is not None and time.monotonic() - cached < CORPUS_CHECK_TTL_S:
+            return
+        info = await self.backends.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
+            collection=collection))
+        if not info.corpus_fingerprint:
+            raise FailedPrecondition(f"corpus: collection {collection!r} records no corpus list (written by Upsert, "
+                                     f"or its last `genir index` did not complete); index it with `genir index`")
+        if info.corpus_fingerprint != mine:
+            diff = await self._first_difference(collection, info.corpus_size)
+            raise FailedPrecondition(f"corpus: collection {collection!r} was indexed from another corpus list than "
+                                     f"the orchestrator's --corpus: {diff}; re-index or use the indexed list")
+        self._corpus_checked[collection] = time.monotonic()
+
+    async def _first_difference(self, collection: str, size: int) -> str:
+        mine, page = self.corpus.paths, CORPUS_PAGE
+        for offset in range(0, max(len(mine), size), page):
+            info = await self.backends.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
+                collection=collection, paths_offset=offset, paths_limit=min(page, size - offset) if offset < size else 0))
+            theirs = list(info.paths)
+            ours = list(mine[offset:offset + page])
+            if ours != theirs:
+                return first_difference(ours, theirs, start=offset)
+        return first_difference(mine, mine)
 
     def check_target(self, target_id: str) -> str:
         if not (target_id or "").strip():

@@ -16,9 +16,10 @@ import asyncio
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from orchestrator.datasets import DatasetError, load_corpus, load_queries
+from orchestrator.datasets import DatasetError, load_corpus, read_queries, resolve_queries
 from orchestrator.evaluation.runner import (
     MODES,
     EngineDialogSource,
@@ -32,6 +33,8 @@ from orchestrator.evaluation.runner import (
     select_targets,
 )
 from services.common.config import add_flag, setup_logging
+from services.common.errors import InvalidArgument
+from services.common.paths import corpus_fingerprint, resolve_in_root
 
 log = logging.getLogger("genir.eval")
 SERVICE = "eval"
@@ -120,8 +123,12 @@ def prepare(args):
     cfg = config_from_args(args)
     shard = parse_shard(args.shard)
     corpus = load_corpus(args.corpus)
-    queries = load_queries(args.queries, corpus)
-    targets = select_targets(queries, args.limit, shard)
+    cfg = replace(cfg, corpus=corpus_fingerprint(corpus.paths))
+    # Only the targets this run will use must be in the corpus (--limit / --shard choose them first).
+    targets = resolve_queries(select_targets(read_queries(args.queries), args.limit, shard), corpus, args.queries)
+    if not targets:
+        raise EvalError(f"no targets: {args.queries} holds no queries" + (
+            f" for shard {args.shard}" if args.shard else ""))
     check_queries(targets, cfg)
     if args.embedded:
         from orchestrator.evaluation.embedded import check_args
@@ -131,10 +138,17 @@ def prepare(args):
         root = Path(args.image_root)
         if not root.is_dir():
             raise EvalError(f"--image-root: {root} is not a folder")
-        missing = [q.img for q in targets if not (root / q.img).is_file()]
+        missing = [q.img for q in targets if not _is_file_in(root, q.img)]
         if missing:
             raise EvalError(f"--image-root {root}: {len(missing)} target image(s) missing, first {missing[0]!r}")
     return cfg, targets, shard
+
+
+def _is_file_in(root: Path, rel: str) -> bool:
+    try:
+        return resolve_in_root(root, rel, "target").is_file()
+    except InvalidArgument:
+        return False
 
 
 def make_source(args):
@@ -163,8 +177,6 @@ def finish(out: Path, result, cfg: EvalConfig, image_root, export, report_max: i
 
 async def _with_models(args, cfg: EvalConfig) -> EvalConfig:
     """Add the model ids the backends report; --models wins where both name a role."""
-    from dataclasses import replace
-
     from orchestrator.evaluation.embedded import discover_models
 
     found = await discover_models(args.generator, args.retriever, args.collection)

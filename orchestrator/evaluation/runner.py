@@ -70,6 +70,7 @@ class EvalConfig:
     dialog_timeout_s: float = 3600.0
     progress: bool = True
     models: dict = field(default_factory=dict)
+    corpus: str = ""              # fingerprint of the corpus list the target ids index (paths.corpus_fingerprint)
 
     @property
     def name(self) -> str:
@@ -78,7 +79,7 @@ class EvalConfig:
     def identity(self) -> dict:
         """What must match for dialogs from two runs to be the same experiment (resume, merge)."""
         keep = ("mode", "rounds", "seed", "top_k", "collection", "width", "height", "num_inference_steps",
-                "image_weight", "text_weight")
+                "image_weight", "text_weight", "corpus")
         d = asdict(self)
         return {k: d[k] for k in keep} | {"label": self.name}
 
@@ -112,11 +113,11 @@ def select_targets(queries: Sequence[Query], limit: int | None = None, shard: tu
     `--limit L`; round-robin keeps the shards within one dialog of each other in size.
     """
     chosen = list(queries[:limit] if limit else queries)
-    seen: set[int] = set()
+    seen: set[str] = set()
     for q in chosen:
-        if q.target_id in seen:
-            raise EvalError(f"queries: target {q.img!r} (id {q.target_id}) appears twice; each target is one dialog")
-        seen.add(q.target_id)
+        if q.img in seen:
+            raise EvalError(f"queries: target {q.img!r} appears twice; each target is one dialog")
+        seen.add(q.img)
     i, n = shard
     return chosen[i::n]
 
@@ -271,7 +272,8 @@ class EvalRunner:
             image_weight=c.image_weight, text_weight=c.text_weight)
         return orchestrator_pb2.RunDialogRequest(
             target_id=str(q.target_id), mode=c.mode, rounds=c.rounds,
-            dialog=list(q.dialog[: c.rounds + 1]) if c.mode == "chatir" else [], options=opts)
+            dialog=list(q.dialog[: c.rounds + 1]) if c.mode == "chatir" else [], options=opts,
+            corpus_fingerprint=c.corpus)
 
     async def _image_bytes(self, img: common_pb2.Image) -> tuple[bytes, str]:
         if not img.data and img.ref:
@@ -334,6 +336,9 @@ class EvalRunner:
             except Exception as e:  # noqa: BLE001 - classified below; never lose the reason
                 code = status_code(e)
                 why = describe(e)
+                if code == grpc.StatusCode.FAILED_PRECONDITION and why.startswith("FAILED_PRECONDITION: corpus:"):
+                    # every dialog would fail the same way, and a rerun cannot help: stop the run
+                    raise EvalError(why.split(": ", 1)[1]) from None
                 if code in RETRYABLE and attempt < attempts:
                     delay = self.cfg.retry_backoff_s * 2 ** (attempt - 1)
                     log.warning("target %d (%s) attempt %d/%d failed (%s); retrying in %.1fs",

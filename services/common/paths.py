@@ -58,12 +58,13 @@ def corpus_fingerprint(paths) -> str:
     return f"{len(paths)}:{h.hexdigest()[:32]}"
 
 
-def first_difference(mine, theirs) -> str:
-    """The first id where two path lists differ, in words."""
-    for i, (a, b) in enumerate(zip(mine, theirs)):
+def first_difference(mine, theirs, start: int = 0) -> str:
+    """The first id where two path lists (pages starting at id `start`) differ, in words."""
+    for i, (a, b) in enumerate(zip(mine, theirs), start):
         if a != b:
             return f"id {i} is {echo(a)} here but {echo(b) if b else 'absent'} in the collection"
     if len(mine) != len(theirs):
-        n = min(len(mine), len(theirs))
-        return f"{len(mine)} paths here, {len(theirs)} in the collection (lists agree up to id {n - 1})"
+        n = start + min(len(mine), len(theirs))
+        longer = "here" if len(mine) > len(theirs) else "in the collection"
+        return f"the lists agree up to id {n - 1}, then id {n} exists only {longer}"
     return "the lists are equal"

@@ -19,6 +19,7 @@ from services.retriever.backend import RetrieverBackend, check_weights
 
 MAX_TOP_K = 1000
 MAX_BATCH = 256
+MAX_PATHS_PAGE = 10_000
 
 
 def timings(d: dict) -> list:
@@ -137,10 +138,17 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         return retriever_pb2.UpsertResponse(upserted=upserted, collection_points=points, failed=failed)
 
     async def CollectionInfo(self, request, context):
-        info = await asyncio.to_thread(self.backend.collection_info, self._collection(request.collection))
-        return retriever_pb2.CollectionInfoResponse(name=info["name"], model=info["model"], dim=info["dim"],
-                                                    points=info["points"], engine=info["engine"],
-                                                    distance=info["distance"], hnsw_ready=info["hnsw_ready"])
+        collection = self._collection(request.collection)
+        offset = validation.int_range(request.paths_offset, "paths_offset", 0, 1 << 40)
+        limit = validation.int_range(request.paths_limit, "paths_limit", 0, MAX_PATHS_PAGE)
+        info = await asyncio.to_thread(self.backend.collection_info, collection)
+        resp = retriever_pb2.CollectionInfoResponse(
+            name=info["name"], model=info["model"], dim=info["dim"], points=info["points"], engine=info["engine"],
+            distance=info["distance"], hnsw_ready=info["hnsw_ready"],
+            corpus_fingerprint=info["corpus_fingerprint"], corpus_size=info["corpus_size"])
+        if limit:
+            resp.paths.extend(await asyncio.to_thread(self.backend.store.corpus_paths, collection, offset, limit))
+        return resp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

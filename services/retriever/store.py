@@ -220,7 +220,7 @@ class VectorStore(ABC):
 
     def corpus_paths(self, name: str, offset: int, limit: int) -> list[str]:
         """Paths of ids offset .. offset+limit-1 ("" where an id has no point)."""
-        ents = self.entries(name)
+        ents = self.payloads(name, list(range(offset, offset + limit)))
         return [str(ents.get(i, {}).get("path", "")) for i in range(offset, offset + limit)]
 
     def existing_ids(self, name: str) -> set[int]:
