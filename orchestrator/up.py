@@ -124,6 +124,9 @@ class Stack:
         self.extra_args = dict(extra_args or {})
         self.startup_timeout = startup_timeout
         self.env = child_env(env)
+        if auth_token:
+            # by environment, never argv: every service requires it, the orchestrator also sends it
+            self.env.update(GENIR_AUTH_TOKEN=auth_token, GENIR_BACKEND_TOKEN=auth_token)
         self.retriever_model = retriever_model
         # name -> (ca, cert, key) PEM paths for services started with TLS flags (via extra_args), so the
         # readiness probe can reach them; the flags themselves are the caller's.
@@ -176,8 +179,6 @@ class Stack:
                 cmd += ["--corpus", str(self.corpus)]
             if self.image_root:
                 cmd += ["--image-root", str(self.image_root)]
-            if self.auth_token:
-                cmd += ["--auth-token", self.auth_token]
             cmd += list(map(str, self.orchestrator_args))
         else:
             raise ValueError(f"unknown service {name!r}; expected one of {ORDER}")

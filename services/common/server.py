@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import tls
+from services.common import config, tls
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import serve_metrics
 
@@ -37,9 +37,12 @@ class Service:
     servicer: Any
 
 
-def grpc_options(max_message_mb: int) -> list[tuple[str, Any]]:
+def grpc_options(max_message_mb: int, max_request_mb: float | None = None) -> list[tuple[str, Any]]:
+    """Message limits: responses up to --max-message-mb; requests up to what the service's RPCs
+    need (`max_request_mb`), so an oversized request is refused before it is buffered."""
     size = max_message_mb * 1024 * 1024
-    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
+    request = size if max_request_mb is None else min(size, int(max_request_mb * 1024 * 1024))
+    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", request),
             ("grpc.so_reuseport", 0)]  # a port already taken must fail start-up, not be shared
 
 
@@ -52,10 +55,11 @@ async def _maybe_await(fn: Callable | None) -> None:
 
 
 async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitable | None] | None = None,
-                close: Callable[[], Awaitable | None] | None = None) -> int:
+                close: Callable[[], Awaitable | None] | None = None, max_request_mb: float | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
-    interceptor = ServerInterceptor(max_inflight=args.max_inflight)
-    server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(args.max_message_mb))
+    token = config.inbound_token(args)
+    interceptor = ServerInterceptor(max_inflight=args.max_inflight, token=token)
+    server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(args.max_message_mb, max_request_mb))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for svc in services:
@@ -74,7 +78,8 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
         await health_servicer.set(name, NOT_SERVING)
     await server.start()
     serve_metrics(args.metrics_port, args.metrics_host or args.host)
-    log.info("listening on %s (%s)%s", address, ", ".join(names), " with TLS" if creds else "")
+    log.info("listening on %s (%s)%s%s", address, ", ".join(names), " with TLS" if creds else "",
+             " with bearer-token auth" if token else "")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

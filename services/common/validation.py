@@ -39,7 +39,7 @@ def float_range(value: float, field: str, lo: float, hi: float, *, lo_open: bool
 
 def choice(value: str, field: str, allowed) -> str:
     if value not in allowed:
-        raise InvalidArgument(f"{field}: unknown value {value!r}; allowed: {', '.join(map(str, sorted(allowed)))}")
+        raise InvalidArgument(f"{field}: unknown value {echo(value)}; allowed: {', '.join(map(str, sorted(allowed)))}")
     return value
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from genir.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from services.common import config, images, validation
 from services.common.errors import InvalidArgument
+from services.common.paths import echo
 from services.common.server import Service, serve
 from services.retriever.backend import RetrieverBackend, check_weights
 
@@ -104,7 +105,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         async for msg in request_iterator:
             if msg.collection:
                 if collection is not None and msg.collection != collection:
-                    raise InvalidArgument(f"collection: {msg.collection!r} differs from the stream's {collection!r}")
+                    raise InvalidArgument(f"collection: {echo(msg.collection)} differs from the stream's {collection!r}")
                 collection = msg.collection
             if collection is None:
                 collection = self._collection("")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.paths import echo
 
 log = logging.getLogger("genir.retriever.store")
 
@@ -62,7 +63,7 @@ class Hit:
 
 def check_name(name: str) -> str:
     if not name or not NAME_RE.match(name):
-        raise InvalidArgument(f"collection: {name!r} is not a valid name (1-128 of letters, digits, '_', '-', '.', "
+        raise InvalidArgument(f"collection: {echo(name)} is not a valid name (1-128 of letters, digits, '_', '-', '.', "
                               f"starting with a letter or digit)")
     return name
 
