@@ -48,6 +48,8 @@ def add_server_flags(parser: argparse.ArgumentParser, service: str, port: int, m
     f("max-inflight", default=64, type=int, help="calls in flight before RESOURCE_EXHAUSTED (0 = no limit)")
     f("drain-seconds", default=30.0, type=float, help="SIGTERM grace period for in-flight calls")
     f("max-image-pixels", default=40_000_000, type=int, help="decoded image size cap (decompression bombs)")
+    f("max-request-pixels", default=64_000_000, type=int,
+      help="pixels of all images of one request together (read from headers before any decoding)")
     f("tls-cert", default=None, help="PEM server certificate (enables TLS)")
     f("tls-key", default=None, help="PEM server private key")
     f("tls-client-ca", default=None, help="PEM CA bundle; when set, clients must present a certificate (mTLS)")

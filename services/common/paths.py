@@ -19,7 +19,9 @@ ECHO_CHARS = 80
 
 def echo(value: str, limit: int = ECHO_CHARS) -> str:
     """A caller's value as shown in an error: repr of a short prefix, so messages stay small."""
-    value = str(value)
+    if not isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= limit else text[:limit] + "..."
     return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"
 
 

@@ -80,22 +80,28 @@ def resolve_sampling(msg: common_pb2.Sampling, default_tokens: int, limit: int) 
 
 
 class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
-    def __init__(self, vlm: TritonVLM, *, model_id: str, max_new_tokens: int, max_pixels: int):
+    def __init__(self, vlm: TritonVLM, *, model_id: str, max_new_tokens: int, max_pixels: int,
+                 max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS):
         self.vlm = vlm
         self.model_id = model_id
         self.max_new_tokens = max_new_tokens
         self.max_pixels = max_pixels
+        self.max_request_pixels = max_request_pixels
 
     # ------------------------------------------------------------------ helpers
+    async def _images(self, *specs: tuple) -> list[bytes | None]:
+        """Validated bytes of (msg, field, required) images of one request: decoded once here, so
+        corrupt data never reaches Triton, within one pixel budget for all of them. Decoding runs
+        on a bounded worker pool: a blocked event loop would space out concurrent calls beyond
+        Triton's batching window and stall health checks."""
+        present = [(msg, field) for msg, field, required in specs
+                   if required or (msg is not None and (msg.data or msg.ref))]
+        await images.decode_protos(present, self.max_pixels, self.max_request_pixels)
+        chosen = {field for _, field in present}
+        return [bytes(msg.data) if field in chosen else None for msg, field, _ in specs]
+
     async def _image(self, msg, field: str, required: bool = True) -> bytes | None:
-        """Validated image bytes: decoded once here, so corrupt data never reaches Triton. Decoding
-        runs in a thread: a blocked event loop would space out concurrent calls beyond Triton's
-        batching window."""
-        present = msg is not None and (msg.data or msg.ref)
-        if not required and not present:
-            return None
-        await asyncio.to_thread(images.decode_proto, msg, field, self.max_pixels, True)
-        return bytes(msg.data)
+        return (await self._images((msg, field, required)))[0]
 
     def _text(self, value: str, field: str) -> str:
         return validation.text(value, field)
@@ -126,16 +132,16 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
         return await self._run(prompts.caption(target, style), request.sampling, context)
 
     async def Compare(self, request, context):
-        target = await self._image(request.target, "target")
-        generated = await self._image(request.generated, "generated")
+        target, generated = await self._images((request.target, "target", True),
+                                               (request.generated, "generated", True))
         caption = self._text(request.caption, "caption")
         return await self._run(prompts.compare(target, generated, caption), request.sampling, context)
 
     async def Refine(self, request, context):
         caption = self._text(request.caption, "caption")
         feedback = self._text(request.feedback, "feedback")
-        target = await self._image(request.target, "target", required=False)
-        generated = await self._image(request.generated, "generated", required=False)
+        target, generated = await self._images((request.target, "target", False),
+                                               (request.generated, "generated", False))
         rank = None
         if request.HasField("shown_rank"):
             rank = validation.int_range(request.shown_rank, "shown_rank", 0, 2**31 - 1)
@@ -155,7 +161,8 @@ def build(args) -> tuple[TritonVLM, RefinerServicer]:
     vlm = TritonVLM(args.triton_url, args.triton_model, timeout=args.triton_timeout,
                     retry_seconds=args.triton_retry_seconds, max_message_mb=args.max_message_mb, creds=creds)
     servicer = RefinerServicer(vlm, model_id=args.model_id or args.triton_model,
-                               max_new_tokens=args.max_new_tokens_limit, max_pixels=args.max_image_pixels)
+                               max_new_tokens=args.max_new_tokens_limit, max_pixels=args.max_image_pixels,
+                               max_request_pixels=args.max_request_pixels)
     return vlm, servicer
 
 
