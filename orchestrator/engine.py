@@ -33,7 +33,7 @@ from orchestrator.modes import MODES, Mode, Shown, Step, mode_name
 from services.common import validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.images import DEFAULT_MAX_PIXELS, decode_image
-from services.common.paths import corpus_fingerprint, echo, first_difference, resolve_in_root
+from services.common.paths import corpus_fingerprint, echo, first_difference_paged, resolve_in_root
 
 log = logging.getLogger("genir.orchestrator.engine")
 
@@ -172,8 +172,10 @@ class Engine:
         """Target ids are positions in a corpus list: the client's, ours and the collection's must be one list."""
         mine = corpus_fingerprint(self.corpus.paths)
         if client_fingerprint and client_fingerprint != mine:
-            raise FailedPrecondition(f"corpus: the client's corpus list (fingerprint {echo(client_fingerprint)}) is not "
-                                     f"the orchestrator's --corpus ({mine}); its ids would name other images")
+            n = client_fingerprint.split(":", 1)[0]
+            raise FailedPrecondition(f"corpus: the client's corpus list ({echo(n, 12)[1:-1]} paths, fingerprint "
+                                     f"{echo(client_fingerprint, 48)}) is not the orchestrator's --corpus "
+                                     f"({len(self.corpus)} paths, {mine}); its ids would name other images")
         cached = self._corpus_checked.get(collection)
         if cached is not None and time.monotonic() - cached < CORPUS_CHECK_TTL_S:
             return
@@ -189,15 +191,11 @@ class Engine:
         self._corpus_checked[collection] = time.monotonic()
 
     async def _first_difference(self, collection: str, size: int) -> str:
-        mine, page = self.corpus.paths, CORPUS_PAGE
-        for offset in range(0, max(len(mine), size), page):
-            info = await self.backends.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
-                collection=collection, paths_offset=offset, paths_limit=min(page, size - offset) if offset < size else 0))
-            theirs = list(info.paths)
-            ours = list(mine[offset:offset + page])
-            if ours != theirs:
-                return first_difference(ours, theirs, start=offset)
-        return first_difference(mine, mine)
+        async def page(offset: int, limit: int):
+            return (await self.backends.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
+                collection=collection, paths_offset=offset, paths_limit=limit))).paths
+
+        return await first_difference_paged(self.corpus.paths, size, page, CORPUS_PAGE)
 
     def check_target(self, target_id: str) -> str:
         if not (target_id or "").strip():

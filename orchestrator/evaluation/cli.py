@@ -27,6 +27,7 @@ from orchestrator.evaluation.runner import (
     EvalError,
     EvalRunner,
     GrpcDialogSource,
+    check_collection_corpus,
     check_queries,
     parse_ks,
     parse_shard,
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       "only asked for its model id, for the summary)")
     f("refiner", default=None, help="refiner HOST:PORT (--embedded: default 127.0.0.1:50052)")
     f("retriever", default=None, help="retriever HOST:PORT (--embedded: default 127.0.0.1:50053; otherwise "
-      "only asked for the collection's model id)")
+      "only asked for the collection's model id and, with --collection, its corpus list)")
     f("collection", default="", help="retriever collection ('' = the orchestrator's default)")
     f("top-k", default=10, type=int, help="hits returned per round (1..100); the rank is exact regardless")
     f("width", default=0, type=int, help="rendering width (0 = generator default)")
@@ -185,6 +186,9 @@ async def _with_models(args, cfg: EvalConfig) -> EvalConfig:
 
 async def _run(args, cfg, targets, shard) -> int:
     cfg = await _with_models(args, cfg)
+    if args.retriever and args.collection and not args.embedded:
+        # says where the lists differ; without --retriever the orchestrator refuses with the counts
+        await check_collection_corpus(args.retriever, args.collection, load_corpus(args.corpus).paths, args.token)
     source = make_source(args)
     try:
         runner = EvalRunner(source, targets, cfg, args.out)

@@ -122,6 +122,39 @@ def select_targets(queries: Sequence[Query], limit: int | None = None, shard: tu
     return chosen[i::n]
 
 
+async def check_collection_corpus(retriever: str, collection: str, paths: Sequence[str], token: str | None = None,
+                                  timeout: float = 30.0) -> None:
+    """Refuse (EvalError) a corpus list other than the one the collection was indexed from, naming
+    the first difference; the orchestrator checks the same on every dialog, this says where."""
+    from genir.v1 import retriever_pb2, retriever_pb2_grpc
+    from services.common.paths import corpus_fingerprint, first_difference_paged
+
+    meta = (("authorization", f"Bearer {token}"),) if token else None
+    async with grpc.aio.insecure_channel(retriever) as ch:
+        stub = retriever_pb2_grpc.RetrieverStub(ch)
+
+        async def info(offset: int = 0, limit: int = 0):
+            return await stub.CollectionInfo(retriever_pb2.CollectionInfoRequest(
+                collection=collection, paths_offset=offset, paths_limit=limit), timeout=timeout, metadata=meta)
+
+        try:
+            head = await info()
+        except grpc.aio.AioRpcError as e:
+            log.warning("retriever %s: corpus of collection %r not checked here (%s)", retriever, collection,
+                        e.code().name)
+            return
+        if not head.corpus_fingerprint:
+            raise EvalError(f"collection {collection!r} records no corpus list (written by Upsert or by an "
+                            f"unfinished `genir index`); index it with `genir index`")
+        if head.corpus_fingerprint != corpus_fingerprint(paths):
+            diff = await first_difference_paged(paths, head.corpus_size, lambda o, n: _paths(info, o, n))
+            raise EvalError(f"--corpus is not the list collection {collection!r} was indexed from: {diff}")
+
+
+async def _paths(info, offset: int, limit: int):
+    return (await info(offset, limit)).paths
+
+
 def check_queries(queries: Sequence[Query], cfg: EvalConfig) -> None:
     if cfg.mode not in MODES:
         raise EvalError(f"--mode: {cfg.mode!r} is not one of {', '.join(MODES)}")

@@ -70,3 +70,13 @@ def first_difference(mine, theirs, start: int = 0) -> str:
         longer = "here" if len(mine) > len(theirs) else "in the collection"
         return f"the lists agree up to id {n - 1}, then id {n} exists only {longer}"
     return "the lists are equal"
+
+
+async def first_difference_paged(mine, size: int, fetch_page, page: int = 10_000) -> str:
+    """first_difference against a stored list of `size` paths read in pages: `await fetch_page(offset, limit)`."""
+    for offset in range(0, max(len(mine), size), page):
+        theirs = list(await fetch_page(offset, min(page, size - offset))) if offset < size else []
+        ours = list(mine[offset:offset + page])
+        if ours != theirs:
+            return first_difference(ours, theirs, start=offset)
+    return first_difference(mine, mine)
