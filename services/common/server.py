@@ -54,9 +54,29 @@ async def _maybe_await(fn: Callable | None) -> None:
         await result
 
 
+async def _follow(readiness: Callable[[], Awaitable[bool]], health_servicer, names: list[str],
+                  every: float) -> None:
+    """Health follows a dependency's readiness (the refiner: Triton's), checked every `every` s."""
+    state = None
+    while True:
+        try:
+            ok = bool(await readiness())
+        except Exception:  # noqa: BLE001 - a failing probe means not ready
+            ok = False
+        if ok != state:
+            state = ok
+            log.log(logging.INFO if ok else logging.WARNING, "dependency %s: health %s", "ready" if ok else
+                    "not ready", "SERVING" if ok else "NOT_SERVING")
+            for name in [""] + names:
+                await health_servicer.set(name, SERVING if ok else NOT_SERVING)
+        await asyncio.sleep(every)
+
+
 async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitable | None] | None = None,
-                close: Callable[[], Awaitable | None] | None = None, max_request_mb: float | None = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
+                close: Callable[[], Awaitable | None] | None = None, max_request_mb: float | None = None,
+                readiness: Callable[[], Awaitable[bool]] | None = None, readiness_every: float = 2.0) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code. With `readiness`, health is
+    SERVING only while it answers True (polled every `readiness_every` seconds)."""
     token = config.inbound_token(args)
     interceptor = ServerInterceptor(max_inflight=args.max_inflight, token=token)
     server = grpc.aio.server(interceptors=[interceptor], options=grpc_options(args.max_message_mb, max_request_mb))
@@ -95,10 +115,16 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
         return 1
     if loader.done():
         interceptor.ready = True
-        for name in [""] + names:
-            await health_servicer.set(name, SERVING)
+        follower = None
+        if readiness is None:
+            for name in [""] + names:
+                await health_servicer.set(name, SERVING)
+        else:
+            follower = asyncio.ensure_future(_follow(readiness, health_servicer, names, readiness_every))
         log.info("ready: serving on port %d", port)
         await stopper
+        if follower is not None:
+            follower.cancel()
     else:
         loader.cancel()
 

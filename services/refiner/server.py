@@ -5,11 +5,12 @@ Each RPC validates its request, builds a versioned prompt (prompts.py), sends it
 timings, model and the seed used (drawn here when the caller gave none, so every answer can be
 reproduced).
 
-Health: the service becomes SERVING without waiting for Triton (a refiner that is up but whose
-Triton is down must not take the orchestrator's health checks or a Kubernetes rollout with it).
-`--triton-wait S` waits up to S seconds for Triton at start-up and logs whether it is ready. While
-Triton is down, calls fail fast with UNAVAILABLE naming Triton's address (after retrying for
---triton-retry-seconds); callers retry UNAVAILABLE with backoff.
+Health follows Triton's readiness: SERVING while Triton reports the model ready, NOT_SERVING
+while it does not (checked every --triton-health-seconds), so a readiness probe takes a refiner
+without a working Triton out of rotation. `--triton-wait S` waits up to S seconds for Triton at
+start-up and logs whether it is ready. While Triton is down, calls fail fast with UNAVAILABLE
+naming Triton's address (after retrying for --triton-retry-seconds); callers retry UNAVAILABLE
+with backoff.
 
 Metrics (besides grpc_server_*): genir_refiner_tokens_total{kind="prompt"|"completion"} and
 genir_refiner_triton_seconds{prompt} (one Triton call, retries included). Triton's own
@@ -59,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("triton-retry-seconds", default=5.0, type=float,
       help="how long UNAVAILABLE from Triton is retried (with backoff) before the call fails")
     f("triton-wait", default=0.0, type=float, help="seconds to wait for Triton at start-up (0: do not wait)")
+    f("triton-health-seconds", default=2.0, type=float,
+      help="how often health re-checks Triton's readiness (NOT_SERVING while it is not ready)")
     f("max-new-tokens-limit", default=1024, type=int, help="largest sampling.max_new_tokens accepted")
     f("model-id", default=None, help="model id reported in responses (default: --triton-model)")
 
@@ -177,7 +180,7 @@ def main(args) -> int:
         vlm, servicer = build(args)
 
         async def load():
-            # Never blocks SERVING on Triton (see the module docstring); only reports its state.
+            # Start-up does not wait for Triton beyond --triton-wait; health follows it afterwards.
             if await vlm.wait_ready(args.triton_wait):
                 log.info("Triton at %s: model %s is ready", args.triton_url, args.triton_model)
             else:
@@ -185,6 +188,7 @@ def main(args) -> int:
                             args.triton_url, args.triton_model)
 
         service = Service("genir.v1.Refiner", refiner_pb2_grpc.add_RefinerServicer_to_server, servicer)
-        return await serve(args, [service], load=load, close=vlm.close)
+        return await serve(args, [service], load=load, close=vlm.close, readiness=vlm.ready,
+                           readiness_every=args.triton_health_seconds)
 
     return asyncio.run(run())

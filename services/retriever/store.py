@@ -18,6 +18,7 @@ ordered by smaller id first. So rank(t) = #{score > s_t} + #{score == s_t and id
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ log = logging.getLogger("genir.retriever.store")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 META_FILE = "collection.json"
+MAX_OPEN_SHARDS = 4
 DISTANCE = "Cosine"
 
 
@@ -283,7 +285,9 @@ class EdgeStore(VectorStore):
         self.hnsw = dict(m=hnsw_m, ef_construct=ef_construct, full_scan_threshold=full_scan_threshold_kb)
         self.indexing_threshold_kb = indexing_threshold_kb
         self.hnsw_ef = hnsw_ef
-        self._shards: dict = {}
+        # Each open shard runs its own threads (~8) and holds files: at most MAX_OPEN_SHARDS stay
+        # open, least recently used closed first (a later call reopens it from disk).
+        self._shards: collections.OrderedDict = collections.OrderedDict()
 
     def _dir(self, name: str) -> Path:
         return self.root / check_name(name)
@@ -312,7 +316,7 @@ class EdgeStore(VectorStore):
         if (d / "shard").exists():  # left by a crash between shard creation and metadata
             shutil.rmtree(d / "shard")
         d.mkdir(parents=True, exist_ok=True)
-        self._shards[meta.name] = qe.EdgeShard.create(str(d / "shard"), self._config(meta.dim))
+        self._keep_open(meta.name, qe.EdgeShard.create(str(d / "shard"), self._config(meta.dim)))
         # Metadata last, atomically: a crash before this leaves a shard without metadata, which
         # the next _create replaces (see _shard).
         self._write_meta(meta)
@@ -350,14 +354,26 @@ class EdgeStore(VectorStore):
                 for r in recs}
 
     def _shard(self, name: str):
+        """The open shard of a collection (callers hold self._lock: a shard may be closed here)."""
         shard = self._shards.get(name)
         if shard is None:
             import qdrant_edge as qe
 
             meta = self.meta(name)
             shard = qe.EdgeShard.load(str(self._dir(name) / "shard"), self._config(meta.dim))
-            self._shards[name] = shard
+            self._keep_open(name, shard)
+        else:
+            self._shards.move_to_end(name)
         return shard
+
+    def _keep_open(self, name: str, shard) -> None:
+        self._shards[name] = shard
+        self._shards.move_to_end(name)
+        while len(self._shards) > MAX_OPEN_SHARDS:
+            old_name, old = self._shards.popitem(last=False)
+            old.flush()
+            old.close()
+            log.debug("closed shard %s (more than %d open)", old_name, MAX_OPEN_SHARDS)
 
     def _upsert(self, name, ids, vectors, payloads):
         import qdrant_edge as qe

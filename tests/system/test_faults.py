@@ -243,7 +243,10 @@ def run_with_faults(stack, world, out: Path, limit: int, victims: list[str]) -> 
 
 def assert_stack_serving(stack) -> None:
     assert all(stack.alive().values()), stack.alive()
+    deadline = time.monotonic() + 15        # the refiner re-checks a restarted Triton every 2 s
     for name in ("generator", "retriever", "refiner", "orchestrator"):
+        while health_status(stack.target(name)) != 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert health_status(stack.target(name)) == 1, name
 
 

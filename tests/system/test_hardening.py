@@ -205,6 +205,7 @@ def test_rejected_50mb_calls_leave_the_orchestrator_small(hardened):
                         metadata=md(hardened) if i % 2 else None, timeout=60)
         codes.add(out.code)
     grown = tree_rss(pid) - before
+    print(f"orchestrator RSS {before >> 20} MiB -> {(before + grown) >> 20} MiB after 20 rejected 50 MB calls")
     assert codes == {"RESOURCE_EXHAUSTED"}, codes
     assert grown < 100 << 20, f"orchestrator RSS grew by {grown >> 20} MiB"
     assert_all_serving(stack)
@@ -231,6 +232,8 @@ def test_pixel_budget_over_many_small_huge_images_and_health_stays_prompt(harden
     req = retriever_pb2.EmbedImagesRequest(images=[common_pb2.Image(data=huge, mime_type="image/png")] * 16)
     out = via_bytes(target, f"{RET}/EmbedImages", req, metadata=md(hardened))
     th.join()
+    print(f"retriever: 16 x 40 MP refused; RSS {before >> 20} -> {tree_rss(pid) >> 20} MiB; "
+          f"slowest health answer {max(slow_health):.3f} s")
     assert out.code == "INVALID_ARGUMENT" and "per-request budget" in out.message, out
     assert max(slow_health) < 2.0, slow_health
     assert tree_rss(pid) - before < 300 << 20
@@ -265,3 +268,48 @@ def test_triton_model_enforces_the_pixel_caps(hardened):
     assert "per-request budget" in two.message, two
     assert _triton(hardened, [png()]).code == "OK"
     assert_all_serving(hardened.stack)
+
+
+def test_many_collections_keep_the_retriever_threads_bounded(hardened):
+    proc = psutil.Process(hardened.stack.services["retriever"].popen.pid)
+    dim = _dim(hardened)
+    vec = retriever_pb2.Vector(values=[1.0] * dim)
+    from genir.v1 import retriever_pb2_grpc
+
+    with grpc.insecure_channel(hardened.stack.target("retriever")) as ch:
+        stub = retriever_pb2_grpc.RetrieverStub(ch)
+        for i in range(12):
+            stub.Upsert(iter([retriever_pb2.UpsertRequest(collection=f"many{i}", items=[
+                retriever_pb2.UpsertItem(id="0", vector=vec)])]), metadata=md(hardened), timeout=60)
+        threads, fds = proc.num_threads(), proc.num_fds()
+        for i in range(12, 24):
+            stub.Upsert(iter([retriever_pb2.UpsertRequest(collection=f"many{i}", items=[
+                retriever_pb2.UpsertItem(id="0", vector=vec)])]), metadata=md(hardened), timeout=60)
+        print(f"retriever after 12 collections: {threads} threads, {fds} fds; after 24: "
+              f"{proc.num_threads()} threads, {proc.num_fds()} fds")
+        # 12 more collections (8 threads each when every shard stayed open) add nothing lasting
+        assert proc.num_threads() <= threads + 4 and proc.num_fds() <= fds + 8, (threads, proc.num_threads())
+        info = stub.CollectionInfo(retriever_pb2.CollectionInfoRequest(collection="many0"), metadata=md(hardened),
+                                   timeout=30)
+        assert info.points == 1                              # a closed shard reopens on demand
+    assert health_status(hardened.stack.target("retriever")) == 1
+
+
+def test_refiner_health_follows_triton(tmp_path):
+    """A refiner whose Triton does not answer is NOT_SERVING (it used to report SERVING)."""
+    from tests.support.procs import Proc, free_port
+
+    port, mport, dead = free_port(), free_port(), free_port()
+    proc = Proc([sys.executable, "-m", "genir.cli", "serve", "refiner", "--port", port, "--metrics-port", mport,
+                 "--triton-url", f"127.0.0.1:{dead}", "--triton-health-seconds", "0.5"], tmp_path / "refiner.log",
+                env=proc_env()).start()
+    try:
+        deadline = time.monotonic() + 60
+        while health_status(f"127.0.0.1:{port}") is None and time.monotonic() < deadline:
+            assert proc.alive(), proc.log()
+            time.sleep(0.2)
+        time.sleep(1.5)
+        assert health_status(f"127.0.0.1:{port}") == 2
+        assert health_status(f"127.0.0.1:{port}", "genir.v1.Refiner") == 2
+    finally:
+        proc.terminate()
