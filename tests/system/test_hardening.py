@@ -166,6 +166,7 @@ def test_prediction_session_never_serves_a_file_outside_the_image_root(hardened,
                       headers=[f"authorization: Bearer {hardened.token}"])
     assert out.code == "FAILED_PRECONDITION", out
     assert "root:" not in out.message and str(hardened.world.image_root) not in out.message
+    assert "relative to the image root" in out.message, out.message      # refused before any read
     assert health_status(hardened.stack.target("orchestrator")) == 1
 
 

@@ -5,6 +5,7 @@ cases (auth, bounds, statuses over gRPC) are in test_hardening.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -65,9 +66,8 @@ def test_paths_inside_the_root_resolve(image_root):
 
 
 # ---------------------------------------------------------------------- corpus ids
-@pytest.mark.parametrize("value", ["²", "١٢", "৩", "1²", "-1", "1e3", "0x10", "1 2", "x" * 20_000],
-                         ids=["superscript", "arabic-indic", "bengali", "digit-superscript", "negative", "exponent",
-                              "hex", "space", "huge"])
+@pytest.mark.parametrize("value", ["²", "١٢", "৩", "1²", "x" * 20_000],
+                         ids=["superscript", "arabic-indic", "bengali", "digit-superscript", "huge"])
 def test_corpus_ids_are_ascii_decimal_and_errors_stay_short(value):
     with pytest.raises(errors.InvalidArgument) as e:
         validation.corpus_id(value, "target_id")
@@ -221,7 +221,9 @@ def _engine(image_root):
 def test_prediction_image_from_a_payload_path_stays_in_the_root(image_root, path):
     with pytest.raises(errors.FailedPrecondition) as e:
         _engine(image_root).corpus_image(_Hit(3, path))
-    assert str(image_root.parent) not in e.value.message and "corpus id 3" in e.value.message
+    msg = e.value.message
+    assert str(image_root.parent) not in msg and "corpus id 3" in msg
+    assert "relative to the image root" in msg or "leaves the image root" in msg    # refused before any read
 
 
 def test_missing_and_outside_files_get_the_same_answer(image_root):
@@ -237,9 +239,12 @@ def test_missing_and_outside_files_get_the_same_answer(image_root):
 def test_a_corrupt_image_is_not_cached_once_fixed(image_root):
     eng = _engine(image_root)
     bad = image_root / "sub" / "later.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    whole = io.BytesIO()
+    Image.new("RGB", (64, 48), (5, 9, 5)).save(whole, format="PNG")
+    bad.write_bytes(whole.getvalue()[:80])               # a good header, truncated pixel data
     with pytest.raises(errors.FailedPrecondition):
         eng.corpus_image(_Hit(5, "sub/later.png"))
+    time.sleep(0.01)
     Image.new("RGB", (8, 6), (5, 5, 5)).save(bad)
     img = eng.corpus_image(_Hit(5, "sub/later.png"))
     assert (img.width, img.height) == (8, 6) and img.data == bad.read_bytes()
