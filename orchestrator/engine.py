@@ -131,6 +131,7 @@ class Engine:
         self._modes: dict[str, Mode] = {name: cls(self) for name, cls in MODES.items()}
         self.max_pixels = DEFAULT_MAX_PIXELS
         self._corpus_checked: dict[str, float] = {}
+        self._corpus_fp: str | None = None
         self._image_cache: OrderedDict[tuple, common_pb2.Image] = OrderedDict()
 
     # ------------------------------------------------------------------ simulated dialogs
@@ -170,7 +171,9 @@ class Engine:
 
     async def check_corpus(self, collection: str, client_fingerprint: str = "") -> None:
         """Target ids are positions in a corpus list: the client's, ours and the collection's must be one list."""
-        mine = corpus_fingerprint(self.corpus.paths)
+        if self._corpus_fp is None:
+            self._corpus_fp = corpus_fingerprint(self.corpus.paths)   # once: the list never changes
+        mine = self._corpus_fp
         if client_fingerprint and client_fingerprint != mine:
             n = client_fingerprint.split(":", 1)[0]
             raise FailedPrecondition(f"corpus: the client's corpus list ({echo(n, 12)[1:-1]} paths, fingerprint "

@@ -195,21 +195,40 @@ def test_bad_identifiers_get_their_own_status_with_a_short_message(hardened, ser
 
 
 # ---------------------------------------------------------------------- bounded memory
-def test_rejected_50mb_calls_leave_the_orchestrator_small(hardened):
+@pytest.fixture()
+def default_orchestrator(hardened, tmp_path):
+    """An orchestrator with the default --max-message-mb (64) over the hardened backends."""
+    from tests.support.procs import Proc, free_port
+
     stack = hardened.stack
-    pid = stack.services["orchestrator"].popen.pid
+    port, mport = free_port(), free_port()
+    cmd = [sys.executable, "-m", "genir.cli", "serve", "orchestrator", "--host", "127.0.0.1", "--port", port,
+           "--metrics-port", mport, "--generator", stack.target("generator"), "--refiner", stack.target("refiner"),
+           "--retriever", stack.target("retriever"), "--collection", "hard", "--db", tmp_path / "s.sqlite"]
+    env = dict(proc_env(), GENIR_AUTH_TOKEN=hardened.token, GENIR_BACKEND_TOKEN=hardened.token)
+    proc = Proc(cmd, tmp_path / "orch.log", env=env).start()
+    try:
+        proc.wait_healthy(port, timeout=120)
+        yield proc, f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+
+
+def test_rejected_50mb_calls_leave_the_orchestrator_small(hardened, default_orchestrator):
+    proc, target = default_orchestrator
+    pid = proc.popen.pid
     before = tree_rss(pid)
     big = orchestrator_pb2.CreateSessionRequest(query="q" * (50 << 20))
     codes = set()
-    for i in range(20):
-        out = via_bytes(stack.target("orchestrator"), f"{ORC}/CreateSession", big,
-                        metadata=md(hardened) if i % 2 else None, timeout=60)
+    for i in range(20):          # half of them without the token
+        out = via_bytes(target, f"{ORC}/CreateSession", big, metadata=md(hardened) if i % 2 else None, timeout=60)
         codes.add(out.code)
     grown = tree_rss(pid) - before
     print(f"orchestrator RSS {before >> 20} MiB -> {(before + grown) >> 20} MiB after 20 rejected 50 MB calls")
     assert codes == {"RESOURCE_EXHAUSTED"}, codes
     assert grown < 100 << 20, f"orchestrator RSS grew by {grown >> 20} MiB"
-    assert_all_serving(stack)
+    assert health_status(target) == 1
+    assert_all_serving(hardened.stack)
 
 
 def test_pixel_budget_over_many_small_huge_images_and_health_stays_prompt(hardened):
