@@ -14,10 +14,12 @@ index, stage), so the same request replays the same dialog.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import mimetypes
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -132,6 +134,7 @@ class Engine:
         self.max_pixels = DEFAULT_MAX_PIXELS
         self._corpus_checked: dict[str, float] = {}
         self._corpus_fp: str | None = None
+        self._cache_lock = threading.Lock()
         self._image_cache: OrderedDict[tuple, common_pb2.Image] = OrderedDict()
 
     # ------------------------------------------------------------------ simulated dialogs
@@ -140,6 +143,8 @@ class Engine:
         """Stream rounds 0..request.rounds of a simulated dialog (the refiner sees the target)."""
         mode, st = self.dialog_state(request)
         await self.check_corpus(st.collection, request.corpus_fingerprint)
+        if mode.target_image:     # read and decoded off the event loop
+            st.target = await asyncio.to_thread(self.target_image, st.target_id)
         delivery = st.options.image_delivery
         for t in range(request.rounds + 1):
             st.begin(t, self._deadline(deadline))
@@ -148,7 +153,7 @@ class Engine:
             yield self.deliver(rnd, delivery)
 
     def dialog_state(self, request: orchestrator_pb2.RunDialogRequest) -> tuple[Mode, DialogState]:
-        """Validate a RunDialogRequest and build the dialog's state (reads the target image)."""
+        """Validate a RunDialogRequest and build the dialog's state (the target image is read later)."""
         name = mode_name(request.mode, session=False)
         rounds = validation.int_range(request.rounds, "rounds", 0, MAX_ROUNDS)
         options = resolve_options(request.options, self.collection)
@@ -165,8 +170,6 @@ class Engine:
         options.seed = base
         st = DialogState(options=options, collection=options.collection, top_k=options.top_k, base_seed=base,
                          key=target_id, target_id=target_id, dialog=dialog)
-        if mode.target_image:
-            st.target = self.target_image(target_id)
         return mode, st
 
     async def check_corpus(self, collection: str, client_fingerprint: str = "") -> None:
@@ -235,9 +238,10 @@ class Engine:
             raise FailedPrecondition(f"{what}: image file {echo(rel)} is missing under --image-root") from None
         # Keyed by the file's identity too: a file fixed or replaced on disk is read again.
         key = (rel, st.st_mtime_ns, st.st_size)
-        if key in self._image_cache:
-            self._image_cache.move_to_end(key)
-            return self._image_cache[key]
+        with self._cache_lock:    # reads run on worker threads
+            if key in self._image_cache:
+                self._image_cache.move_to_end(key)
+                return self._image_cache[key]
         try:
             data = path.read_bytes()
             im = decode_image(data, what, self.max_pixels)
@@ -249,9 +253,10 @@ class Engine:
             raise FailedPrecondition(f"{what}: image file {echo(rel)} is unreadable ({type(e).__name__})") from None
         msg = common_pb2.Image(data=data, mime_type=mimetypes.guess_type(rel)[0] or "application/octet-stream",
                                width=im.width, height=im.height)
-        self._image_cache[key] = msg   # only images that decoded: a failed read is tried again next time
-        while len(self._image_cache) > 64:
-            self._image_cache.popitem(last=False)
+        with self._cache_lock:        # only images that decoded: a failed read is tried again next time
+            self._image_cache[key] = msg
+            while len(self._image_cache) > 64:
+                self._image_cache.popitem(last=False)
         return msg
 
     # ------------------------------------------------------------------ human sessions

@@ -62,7 +62,7 @@ def corpus_fingerprint(paths) -> str:
 
 def first_difference(mine, theirs, start: int = 0) -> str:
     """The first id where two path lists (pages starting at id `start`) differ, in words."""
-    for i, (a, b) in enumerate(zip(mine, theirs), start):
+    for i, (a, b) in enumerate(zip(mine, theirs, strict=False), start):
         if a != b:
             return f"id {i} is {echo(a)} here but {echo(b) if b else 'absent'} in the collection"
     if len(mine) != len(theirs):

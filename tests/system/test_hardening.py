@@ -6,10 +6,8 @@ memory is the point, a bound on the resident set."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -23,7 +21,7 @@ from PIL import Image
 from genir.v1 import common_pb2, orchestrator_pb2, retriever_pb2
 from services.common.paths import corpus_fingerprint
 from tests.support.procs import ROOT, health_status, proc_env
-from tests.system.badinput import Outcome, img, png, via_bytes, via_grpcurl, via_http
+from tests.system.badinput import Outcome, png, via_bytes, via_grpcurl
 from tests.system.conftest import eval_cmd, tree_rss
 
 pytestmark = pytest.mark.timeout(600)

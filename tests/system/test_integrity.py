@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -98,7 +97,7 @@ def _index(blip, store_dir: Path, paths: list[str], root: Path, **kw):
         meta = store.meta("c")
     finally:
         store.close()
-    return rep, dict(zip(ids.tolist(), vecs)), ents, meta
+    return rep, dict(zip(ids.tolist(), vecs, strict=True)), ents, meta
 
 
 def _fresh(blip, tmp_path: Path, paths: list[str], root: Path):
