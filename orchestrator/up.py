@@ -181,6 +181,9 @@ class Stack:
         self.extra_args = dict(extra_args or {})
         self.startup_timeout = startup_timeout
         self.env = child_env(env)
+        if auth_token:
+            # by environment, never argv: every service requires it, the orchestrator also sends it
+            self.env.update(GENIR_AUTH_TOKEN=auth_token, GENIR_BACKEND_TOKEN=auth_token)
         self.retriever_model = retriever_model
         # name -> (ca, cert, key) PEM paths for services started with TLS flags (via extra_args), so the
         # readiness probe can reach them; the flags themselves are the caller's.
