@@ -35,7 +35,7 @@ from orchestrator.evaluation.runner import (
     select_targets,
     session_options,
 )
-from services.common.config import add_flag, setup_logging
+from services.common.config import add_flag, read_secret, setup_logging
 from services.common.errors import InvalidArgument
 from services.common.paths import corpus_fingerprint, resolve_in_root
 
@@ -94,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("metrics-host", default="127.0.0.1", help="metrics bind address")
     f("report-max-dialogs", default=200, type=int, help="dialogs shown in report.html (by target id)")
     f("progress", default=True, bool_flag=True, help="tqdm progress bar on stderr")
-    f("token", default=None, help="bearer token for an orchestrator with auth on")
+    parser.add_argument("--token-file", default=None,
+                        help="file with the bearer token for an orchestrator with auth on (or $GENIR_EVAL_TOKEN; "
+                             "never on the command line)")
     f("tls-ca", default=None, help="PEM CA to verify the orchestrator (enables TLS)")
     f("tls-cert", default=None, help="PEM client certificate (mTLS)")
     f("tls-key", default=None, help="PEM client key (mTLS)")
@@ -273,6 +275,7 @@ async def _run(args, cfg, targets, shard) -> int:
 
 def main(args) -> int:
     setup_logging(args.log_level)
+    args.token = read_secret(args.token_file, "GENIR_EVAL_TOKEN")
     try:
         cfg, targets, shard = prepare(args)
     except (EvalError, DatasetError) as e:

@@ -562,11 +562,9 @@ class ServerStore(VectorStore):
 def qdrant_api_key() -> str | None:
     """The Qdrant server's API key: $GENIR_QDRANT_API_KEY_FILE (a mounted Secret) wins over
     $GENIR_QDRANT_API_KEY; never a flag, so it stays out of argv."""
-    path = os.environ.get("GENIR_QDRANT_API_KEY_FILE")
-    key = Path(path).read_text().strip() if path else os.environ.get("GENIR_QDRANT_API_KEY", "").strip()
-    if path and not key:
-        raise SystemExit(f"GENIR_QDRANT_API_KEY_FILE={path} is empty")
-    return key or None
+    from services.common.config import read_secret
+
+    return read_secret(os.environ.get("GENIR_QDRANT_API_KEY_FILE"), "GENIR_QDRANT_API_KEY")
 
 
 def open_store(store_path: str | None = None, qdrant_url: str | None = None, **edge_options) -> VectorStore:
