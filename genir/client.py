@@ -21,8 +21,6 @@ small. The web page (`genir serve web`), the evaluation runner and the README ex
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import AsyncIterator
 
 import grpc
@@ -31,16 +29,6 @@ from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 REFERENCE = common_pb2.IMAGE_DELIVERY_REFERENCE
 INLINE = common_pb2.IMAGE_DELIVERY_INLINE
-
-
-def read_token(path: str | os.PathLike | None = None, env: str = "GENIR_AUTH_TOKEN") -> str | None:
-    """A bearer token from a file (wins) or an environment variable; never from argv."""
-    if path:
-        token = Path(path).read_text().strip()
-        if not token:
-            raise ValueError(f"token file {path} is empty")
-        return token
-    return (os.environ.get(env) or "").strip() or None
 
 
 class Client:

@@ -54,6 +54,7 @@ class BackendConfig:
     key: str | None = None
     max_message_mb: int = 64
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    token: str | None = field(default=None, repr=False)   # bearer token the backend requires
 
 
 class Backend:
@@ -66,6 +67,7 @@ class Backend:
         self.channel = open_channel(cfg.target, ca=cfg.ca, cert=cfg.cert, key=cfg.key,
                                     max_message_mb=cfg.max_message_mb, options=_RECONNECT)
         self.stub = stub_cls(self.channel)
+        self.metadata = (("authorization", f"Bearer {cfg.token}"),) if cfg.token else None
 
     async def call(self, method: str, request, *, deadline: float | None = None):
         """Unary call `method` with retries; `deadline` is an absolute time.monotonic() bound."""
@@ -80,7 +82,7 @@ class Backend:
                 raise errors.DeadlineExceeded(f"{self.name}: {method}: no time left in the deadline "
                                               f"after {attempt} attempt(s)")
             try:
-                return await rpc(request, timeout=min(self.cfg.timeout, left))
+                return await rpc(request, timeout=min(self.cfg.timeout, left), metadata=self.metadata)
             except grpc.aio.AioRpcError as e:
                 attempt += 1
                 pause = self.cfg.retry.backoff(attempt - 1, self._rng)
@@ -96,7 +98,8 @@ class Backend:
     async def stream_unary(self, method: str, requests, *, timeout: float | None = None):
         """Client-streaming call without retries (its request iterator cannot be replayed)."""
         try:
-            return await getattr(self.stub, method)(requests, timeout=timeout or self.cfg.budget)
+            return await getattr(self.stub, method)(requests, timeout=timeout or self.cfg.budget,
+                                                    metadata=self.metadata)
         except grpc.aio.AioRpcError as e:
             raise errors.from_rpc_error(e, f"{self.name} {method}") from None
 

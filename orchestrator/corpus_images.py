@@ -15,23 +15,23 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.paths import echo, resolve_in_root
 
 MIN_SIDE, MAX_SIDE = 16, 2048
 CACHE_BYTES = 64 << 20
 
 
 def confined_path(root: Path, rel: str) -> Path:
-    """`rel` resolved under `root`, refusing anything (.., absolute paths, symlinks) that leaves it.
+    """`rel` resolved under `root` by the one confinement rule (services.common.paths.resolve_in_root).
 
-    The only place this module turns a corpus path into a file; errors name the corpus path only,
-    never what exists outside the root.
+    The client names an id, not a path, so a corpus entry that leaves the root is the server's
+    misconfiguration: FAILED_PRECONDITION, naming the corpus path only, never what lies outside.
     """
-    base = Path(root).resolve()
-    path = (base / rel).resolve()
-    if not path.is_relative_to(base):
-        raise FailedPrecondition(f"corpus path {rel!r} leaves the image root; refused")
-    return path
+    try:
+        return resolve_in_root(root, rel, "corpus path")
+    except InvalidArgument:
+        raise FailedPrecondition(f"corpus path {echo(rel)} leaves the image root; refused") from None
 
 
 @dataclass(frozen=True)

@@ -72,27 +72,34 @@ def load_corpus(path: str | Path) -> Corpus:
     return Corpus(paths=paths, index=index, source=str(path))
 
 
-def load_queries(path: str | Path, corpus: Corpus) -> list[Query]:
-    """All queries, each resolved to its corpus id; every missing target is named before any work."""
+def read_queries(path: str | Path) -> list[Query]:
+    """The entries of a queries file, not yet resolved to corpus ids (target_id -1)."""
     data = _load_json(path, "queries")
     if not isinstance(data, list):
         raise DatasetError(f"queries file {path} must be a JSON array of {{'img', 'dialog'}} objects")
-    queries, missing = [], []
+    out = []
     for n, item in enumerate(data):
-        if not isinstance(item, dict) or not isinstance(item.get("img"), str):
+        if not isinstance(item, dict) or not isinstance(item.get("img"), str) or not item["img"]:
             raise DatasetError(f"queries file {path}: entry {n} has no 'img' path")
         dialog = item.get("dialog", [])
         if not isinstance(dialog, list) or not all(isinstance(s, str) for s in dialog):
             raise DatasetError(f"queries file {path}: entry {n} 'dialog' must be a list of strings")
-        img = _norm(item["img"])
-        if img not in corpus.index:
-            missing.append(img)
-            continue
-        queries.append(Query(target_id=corpus.index[img], img=img, dialog=tuple(dialog)))
+        out.append(Query(target_id=-1, img=_norm(item["img"]), dialog=tuple(dialog)))
+    return out
+
+
+def resolve_queries(queries: list[Query], corpus: Corpus, source: str | Path = "") -> list[Query]:
+    """Each query with its target's corpus id; every missing target is named before any work."""
+    missing = [q.img for q in queries if q.img not in corpus.index]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise DatasetError(f"queries file {path}: {len(missing)} target(s) not in the corpus: {shown}")
-    return queries
+        raise DatasetError(f"queries file {source}: {len(missing)} target(s) not in the corpus: {shown}")
+    return [Query(target_id=corpus.index[q.img], img=q.img, dialog=q.dialog) for q in queries]
+
+
+def load_queries(path: str | Path, corpus: Corpus) -> list[Query]:
+    """All queries, each resolved to its corpus id; every missing target is named before any work."""
+    return resolve_queries(read_queries(path), corpus, path)
 
 
 def chatir_query(dialog: tuple[str, ...] | list[str], round_index: int, per_round: bool = False) -> str:

@@ -14,18 +14,18 @@ index, stage), so the same request replays the same dialog.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-import io
 import logging
 import mimetypes
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
-from PIL import Image as PILImage
 from prometheus_client import Histogram
 
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
@@ -35,7 +35,9 @@ from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step, fusion_weights
 from orchestrator.settings import effective_render, fit_chars, resolve_preset, sampling_for
 from services.common import validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.images import DEFAULT_MAX_PIXELS, decode_image
 from services.common.metrics import LATENCY_BUCKETS
+from services.common.paths import corpus_fingerprint, echo, first_difference_paged, resolve_in_root
 
 log = logging.getLogger("genir.orchestrator.engine")
 
@@ -45,6 +47,8 @@ STAGE_SECONDS = Histogram("genir_stage_seconds", "Wall time of one dialog stage 
 MAX_ROUNDS = 20
 MAX_TOP_K = 100
 SEED_MASK = (1 << 63) - 1
+CORPUS_CHECK_TTL_S = 30.0     # a collection re-indexed meanwhile is noticed within this time
+CORPUS_PAGE = 10_000
 
 
 def derive_seed(base: int, key: str, index: int, stage: str = "round") -> int:
@@ -145,14 +149,21 @@ class Engine:
         self._own = own_backends
         self._modes: dict[str, Mode] = {name: cls(self) for name, cls in MODES.items()}
         self._modes.update({old: self._modes[new] for old, new in ALIASES.items()})  # sessions stored before
-        self._image_cache: OrderedDict[str, common_pb2.Image] = OrderedDict()
         self._generator_info: generator_pb2.GeneratorInfo | None = None
+        self.max_pixels = DEFAULT_MAX_PIXELS
+        self._corpus_checked: dict[str, float] = {}
+        self._corpus_fp: str | None = None
+        self._cache_lock = threading.Lock()
+        self._image_cache: OrderedDict[tuple, common_pb2.Image] = OrderedDict()
 
     # ------------------------------------------------------------------ simulated dialogs
     async def run_dialog(self, request: orchestrator_pb2.RunDialogRequest,
                          deadline: float | None = None) -> AsyncIterator[orchestrator_pb2.Round]:
         """Stream rounds 0..request.rounds of a simulated dialog (the refiner sees the target)."""
         mode, st = self.dialog_state(request)
+        await self.check_corpus(st.collection, request.corpus_fingerprint)
+        if mode.target_image:     # read and decoded off the event loop
+            st.target = await asyncio.to_thread(self.target_image, st.target_id)
         delivery = st.options.image_delivery
         for t in range(request.rounds + 1):
             st.begin(t, self._deadline(deadline))
@@ -161,7 +172,7 @@ class Engine:
             yield self.deliver(rnd, delivery)
 
     def dialog_state(self, request: orchestrator_pb2.RunDialogRequest) -> tuple[Mode, DialogState]:
-        """Validate a RunDialogRequest and build the dialog's state (reads the target image)."""
+        """Validate a RunDialogRequest and build the dialog's state (the target image is read later)."""
         name = mode_name(request.mode, session=False)
         rounds = validation.int_range(request.rounds, "rounds", 0, MAX_ROUNDS)
         options = resolve_options(request.options, self.collection)
@@ -178,9 +189,38 @@ class Engine:
         options.seed = base
         st = DialogState(options=options, collection=options.collection, top_k=options.top_k, base_seed=base,
                          key=target_id, mode=name, target_id=target_id, dialog=dialog)
-        if mode.target_image:
-            st.target = self.target_image(target_id)
         return mode, st
+
+    async def check_corpus(self, collection: str, client_fingerprint: str = "") -> None:
+        """Target ids are positions in a corpus list: the client's, ours and the collection's must be one list."""
+        if self._corpus_fp is None:
+            self._corpus_fp = corpus_fingerprint(self.corpus.paths)   # once: the list never changes
+        mine = self._corpus_fp
+        if client_fingerprint and client_fingerprint != mine:
+            n = client_fingerprint.split(":", 1)[0]
+            raise FailedPrecondition(f"corpus: the client's corpus list ({echo(n, 12)[1:-1]} paths, fingerprint "
+                                     f"{echo(client_fingerprint, 48)}) is not the orchestrator's --corpus "
+                                     f"({len(self.corpus)} paths, {mine}); its ids would name other images")
+        cached = self._corpus_checked.get(collection)
+        if cached is not None and time.monotonic() - cached < CORPUS_CHECK_TTL_S:
+            return
+        info = await self.backends.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
+            collection=collection))
+        if not info.corpus_fingerprint:
+            raise FailedPrecondition(f"corpus: collection {collection!r} records no corpus list (written by Upsert, "
+                                     f"or its last `genir index` did not complete); index it with `genir index`")
+        if info.corpus_fingerprint != mine:
+            diff = await self._first_difference(collection, info.corpus_size)
+            raise FailedPrecondition(f"corpus: collection {collection!r} was indexed from another corpus list than "
+                                     f"the orchestrator's --corpus: {diff}; re-index or use the indexed list")
+        self._corpus_checked[collection] = time.monotonic()
+
+    async def _first_difference(self, collection: str, size: int) -> str:
+        async def page(offset: int, limit: int):
+            return (await self.backends.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
+                collection=collection, paths_offset=offset, paths_limit=limit))).paths
+
+        return await first_difference_paged(self.corpus.paths, size, page, CORPUS_PAGE)
 
     def check_target(self, target_id: str) -> str:
         if not (target_id or "").strip():
@@ -203,27 +243,39 @@ class Engine:
         return self._read_corpus_image(path, f"corpus id {hit.id}")
 
     def _read_corpus_image(self, rel: str, what: str) -> common_pb2.Image:
-        if rel in self._image_cache:
-            self._image_cache.move_to_end(rel)
-            return self._image_cache[rel]
         if self.image_root is None:
-            raise FailedPrecondition(f"{what}: the orchestrator has no --image-root to read {rel!r} from")
-        path = self.image_root / rel
+            raise FailedPrecondition(f"{what}: the orchestrator has no --image-root to read {echo(rel)} from")
+        try:
+            path = resolve_in_root(self.image_root, rel, what)
+        except InvalidArgument as e:
+            # A stored path that leaves the root is the collection's fault, not this request's.
+            raise FailedPrecondition(e.message) from None
+        try:
+            st = path.stat()
+        except OSError:
+            # the relative corpus path only: server paths stay in the server's log
+            raise FailedPrecondition(f"{what}: image file {echo(rel)} is missing under --image-root") from None
+        # Keyed by the file's identity too: a file fixed or replaced on disk is read again.
+        key = (rel, st.st_mtime_ns, st.st_size)
+        with self._cache_lock:    # reads run on worker threads
+            if key in self._image_cache:
+                self._image_cache.move_to_end(key)
+                return self._image_cache[key]
         try:
             data = path.read_bytes()
-            with PILImage.open(io.BytesIO(data)) as im:
-                width, height = im.size
-        except FileNotFoundError:
-            # the relative corpus path only: server paths stay in the server's log
-            raise FailedPrecondition(f"{what}: image file {rel!r} is missing under --image-root") from None
+            im = decode_image(data, what, self.max_pixels)
+        except InvalidArgument as e:
+            log.warning("cannot decode corpus image %s: %s", path, e.message)
+            raise FailedPrecondition(f"{what}: image file {echo(rel)} is not a readable image") from None
         except OSError as e:
             log.warning("cannot read corpus image %s: %s", path, e)
-            raise FailedPrecondition(f"{what}: image file {rel!r} is unreadable ({type(e).__name__})") from None
+            raise FailedPrecondition(f"{what}: image file {echo(rel)} is unreadable ({type(e).__name__})") from None
         msg = common_pb2.Image(data=data, mime_type=mimetypes.guess_type(rel)[0] or "application/octet-stream",
-                               width=width, height=height)
-        self._image_cache[rel] = msg
-        while len(self._image_cache) > 64:
-            self._image_cache.popitem(last=False)
+                               width=im.width, height=im.height)
+        with self._cache_lock:        # only images that decoded: a failed read is tried again next time
+            self._image_cache[key] = msg
+            while len(self._image_cache) > 64:
+                self._image_cache.popitem(last=False)
         return msg
 
     # ------------------------------------------------------------------ human sessions

@@ -11,6 +11,7 @@ person's feedback).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -153,7 +154,7 @@ class Prediction(Mode):
     async def show(self, st, query):
         shown = await self._search(st, text=query)
         if shown.hits:
-            shown.image = self.eng.corpus_image(shown.hits[0])
+            shown.image = await asyncio.to_thread(self.eng.corpus_image, shown.hits[0])   # file read + decode
         return shown
 
 

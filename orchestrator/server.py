@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -22,12 +21,15 @@ from orchestrator.engine import Engine, resolve_options
 from orchestrator.modes import mode_name
 from orchestrator.sessions import SessionStore
 from services.common import config, validation
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.server import Service, run, serve
 
 log = logging.getLogger("genir.orchestrator")
 SERVICE = "orchestrator"
 MAX_QUERY_CHARS = 4096
+# Orchestrator requests carry text and ids only (the largest: a chatir dialog of 21 strings of at
+# most 8192 characters): a 1 MiB cap refuses anything bigger before it is buffered.
+MAX_REQUEST_MB = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("image-root", default=None, help="folder the corpus paths are relative to (target and top-1 images)")
     f("db", default="orchestrator-sessions.sqlite", help="SQLite file for sessions (images beside it)")
     f("session-ttl", default=86400.0, type=float, help="seconds a session lives after its last round")
-    f("auth-token", default=None, help="require 'authorization: Bearer <token>' on every call (health stays open)")
+    f("backend-token-file", default=None, help=f"file holding the bearer token sent to the backends (else env "
+      f"{config.BACKEND_TOKEN_ENV}). The token this server requires: --auth-token-file / {config.INBOUND_TOKEN_ENV}")
     f("generator-timeout", default=120.0, type=float, help="seconds per Generate attempt")
     f("refiner-timeout", default=120.0, type=float, help="seconds per refiner attempt")
     f("retriever-timeout", default=30.0, type=float, help="seconds per retriever attempt")
@@ -57,7 +60,8 @@ def backends_from_args(args) -> Backends:
     retry = RetryPolicy(attempts=max(1, args.retry_attempts), initial_backoff=args.retry_initial_backoff,
                         max_backoff=args.retry_max_backoff)
     common = dict(budget=args.call_budget, ca=args.client_tls_ca, cert=args.client_tls_cert,
-                  key=args.client_tls_key, max_message_mb=args.max_message_mb, retry=retry)
+                  key=args.client_tls_key, max_message_mb=args.max_message_mb, retry=retry,
+                  token=config.read_secret(args.backend_token_file, config.BACKEND_TOKEN_ENV))
     return Backends(BackendConfig("generator", args.generator, timeout=args.generator_timeout, **common),
                     BackendConfig("refiner", args.refiner, timeout=args.refiner_timeout, **common),
                     BackendConfig("retriever", args.retriever, timeout=args.retriever_timeout, **common))
@@ -86,24 +90,15 @@ def _deadline(context) -> float | None:
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
-    def __init__(self, engine: Engine, store: SessionStore, auth_token: str | None = None):
+    def __init__(self, engine: Engine, store: SessionStore, max_message_mb: int = 64):
         self.engine = engine
         self.corpus_images = CorpusImages(engine.image_root)
         self.store = store
-        self.token = auth_token or None
+        # GetSession inlines images up to half the message limit, the rest go as references.
+        self.inline_budget = max_message_mb * (1 << 20) // 2
         # One lock per session with a round in progress; weak values drop it once no call holds it,
         # so sessions that expire instead of being deleted leave nothing behind.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def _auth(self, context) -> None:
-        if not self.token:
-            return
-        md = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
-        got = md.get("authorization", "")
-        scheme, _, token = got.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.token.encode()):
-            raise Unauthenticated("authorization: missing or wrong bearer token (metadata 'authorization: Bearer <token>')"
-                                  if got else "authorization: metadata 'authorization: Bearer <token>' is required")
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         lock = self._locks.get(session_id)
@@ -125,27 +120,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     # ------------------------------------------------------------------ sessions
     async def CreateSession(self, request, context):
-        self._auth(context)
         query = validation.text(request.query, "query", max_chars=MAX_QUERY_CHARS)
         mode = mode_name(request.mode, session=True)
         options = resolve_options(request.options, self.engine.collection)
         if not options.HasField("seed"):
             options.seed = int.from_bytes(os.urandom(8), "big") & ((1 << 63) - 1)
-        rec = self.store.create(mode, options)
+        rec = self.store.new(mode, options)    # stored only together with its first round
         m, st = self.engine.session_state(mode, options, rec.id, [])
-        try:
-            rnd = await self.engine.human_round(m, st, query=query, deadline=_deadline(context))
-        except BaseException:
-            self.store.discard(rec.id)
-            raise
+        rnd = await self.engine.human_round(m, st, query=query, deadline=_deadline(context))
         rnd.session_id = rec.id
-        stored = self.store.add_round(rec.id, rnd)
-        rec.expires_at = stored.expires_at
-        return self._session(rec, [self._out(rnd, stored.round, request.options.image_delivery,
-                                             options.image_delivery)])
+        rec.expires_at, stored = await asyncio.to_thread(self.store.add_round, rec.id, rnd, rec)
+        return self._session(rec, [self._out(rnd, stored, request.options.image_delivery, options.image_delivery)])
 
     async def NextRound(self, request, context):
-        self._auth(context)
         which = request.WhichOneof("input")
         if which is None:
             raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
@@ -154,32 +141,30 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         rec = self.store.get(request.session_id)
         async with self._lock(rec.id):
             rounds = self.store.rounds(rec.id, inline=False)
+            self.store.check_room(rounds)
             m, st = self.engine.session_state(rec.mode, rec.options, rec.id, rounds)
             kw = {"feedback": text} if which == "feedback" else {"query": text}
             rnd = await self.engine.human_round(m, st, deadline=_deadline(context), **kw)
             rnd.session_id = rec.id
-            stored = self.store.add_round(rec.id, rnd)
-        return self._out(rnd, stored.round, request.image_delivery, rec.options.image_delivery)
+            _, stored = await asyncio.to_thread(self.store.add_round, rec.id, rnd)
+        return self._out(rnd, stored, request.image_delivery, rec.options.image_delivery)
 
     def _out(self, rnd, stored, delivery: int, session_choice: int):
-        """The round with its image inline, or as stored (by reference), as asked."""
+        """The round with its image inline, or as stored (a reference bound to the session), as asked."""
         return rnd if self._inline(delivery, session_choice) else stored
 
     async def GetSession(self, request, context):
-        self._auth(context)
         validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
         rec = self.store.get(request.session_id)
         inline = self._inline(request.image_delivery, rec.options.image_delivery)
-        return self._session(rec, self.store.rounds(rec.id, inline=inline))
+        return self._session(rec, self.store.rounds(rec.id, inline=inline, inline_budget=self.inline_budget))
 
     async def DeleteSession(self, request, context):
-        self._auth(context)
         deleted = self.store.delete(request.session_id)
         self._locks.pop(request.session_id, None)
         return orchestrator_pb2.DeleteSessionResponse(deleted=deleted)
 
     async def GetImage(self, request, context):
-        self._auth(context)
         return self.store.get_image(request.ref)
 
     async def GetCorpusImage(self, request, context):
@@ -191,7 +176,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     # ------------------------------------------------------------------ simulated dialogs
     async def RunDialog(self, request, context):
-        self._auth(context)
         async for rnd in self.engine.run_dialog(request, deadline=_deadline(context)):
             yield rnd
 
@@ -218,7 +202,7 @@ async def amain(args) -> int:
     store = SessionStore(args.db, ttl=args.session_ttl)
     engine = Engine(backends_from_args(args), corpus=corpus, image_root=args.image_root,
                     collection=args.collection, round_timeout=args.round_timeout, images=store)
-    servicer = OrchestratorServicer(engine, store, args.auth_token)
+    servicer = OrchestratorServicer(engine, store, args.max_message_mb)
     purger = asyncio.ensure_future(_purge_loop(store, min(60.0, max(1.0, args.session_ttl / 4))))
 
     async def close():
@@ -229,13 +213,11 @@ async def amain(args) -> int:
     if corpus is not None:
         log.info("corpus: %d images from %s (image root %s)", len(corpus), args.corpus, args.image_root)
     return await serve(args, [Service("genir.v1.Orchestrator", orchestrator_pb2_grpc.add_OrchestratorServicer_to_server,
-                                      servicer)], load=store.purge, close=close)
+                                      servicer)], load=store.purge, close=close, max_request_mb=MAX_REQUEST_MB)
 
 
 def main(args) -> int:
     config.setup_logging(args.log_level)
     config.log_config(SERVICE, args)
-    if args.auth_token is not None and not args.auth_token.strip():
-        raise SystemExit("--auth-token is empty")
     return run(amain(args))
 

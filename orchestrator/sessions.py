@@ -1,25 +1,30 @@
 """Human-in-the-loop sessions and delivered images, persisted in SQLite (images as files beside it).
 
-Layout: `<db>` (SQLite, WAL) and `<db>.images/<sha256>.<ext>` (content-addressed). A round is
-stored as its serialized genir.v1.Round with the image replaced by its reference, so a restarted
-orchestrator serves the same sessions. Sessions expire `ttl` seconds after their last round;
-expired and deleted sessions are NOT_FOUND, and their images go once nothing references them.
+Layout: `<db>` (SQLite, WAL) and `<db>.images/<ref>` where a ref is 256 random bits + extension:
+unguessable, and never shared between sessions. A round is stored as its serialized
+genir.v1.Round with the image replaced by its reference, so a restarted orchestrator serves the
+same sessions. A session is written together with its first round (a crash mid-CreateSession
+leaves nothing). Sessions expire `ttl` seconds after their last round; expired and deleted
+sessions are NOT_FOUND. A deleted session's images are removed in the same call; an expired
+one's by the next purge (every min(60 s, ttl / 4)). Images of RunDialog (no session) live `ttl`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
+import secrets
 import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from genir.v1 import common_pb2, orchestrator_pb2
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.paths import echo
+
+MAX_ROUNDS = 50   # per session: keeps GetSession and the stored history bounded
 
 _REF = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|img)$")
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -37,11 +42,6 @@ CREATE TABLE IF NOT EXISTS images (
     expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rounds_image ON rounds(image_ref);
 """
-
-
-class StoredRound(NamedTuple):
-    expires_at: float
-    round: orchestrator_pb2.Round      # as stored: the image by reference
 
 
 @dataclass
@@ -67,13 +67,20 @@ class SessionStore:
         self._db.executescript(_SCHEMA)
 
     # ------------------------------------------------------------------ sessions
-    def create(self, mode: str, options: orchestrator_pb2.SessionOptions) -> SessionRecord:
+    def new(self, mode: str, options: orchestrator_pb2.SessionOptions) -> SessionRecord:
+        """A session not yet stored: `add_round(..., new=rec)` stores it with its first round."""
         now = time.time()
-        rec = SessionRecord(uuid.uuid4().hex, mode, options, now, now + self.ttl)
+        return SessionRecord(uuid.uuid4().hex, mode, options, now, now + self.ttl)
+
+    def create(self, mode: str, options: orchestrator_pb2.SessionOptions) -> SessionRecord:
+        rec = self.new(mode, options)
         with self._lock:
-            self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
-                             (rec.id, mode, options.SerializeToString(), rec.created_at, rec.expires_at))
+            self._insert_session(rec)
         return rec
+
+    def _insert_session(self, rec: SessionRecord) -> None:
+        self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                         (rec.id, rec.mode, rec.options.SerializeToString(), rec.created_at, rec.expires_at))
 
     def get(self, session_id: str) -> SessionRecord:
         sid = self._check_id(session_id)
@@ -81,27 +88,40 @@ class SessionStore:
             row = self._db.execute("SELECT id, mode, options, created_at, expires_at FROM sessions WHERE id = ?",
                                    (sid,)).fetchone()
         if row is None or row[4] <= time.time():
-            raise NotFound(f"session_id: session {session_id!r} not found (unknown, deleted or expired)")
+            raise NotFound(f"session_id: session {echo(session_id)} not found (unknown, deleted or expired)")
         return SessionRecord(row[0], row[1], orchestrator_pb2.SessionOptions.FromString(row[2]), row[3], row[4])
 
     def delete(self, session_id: str) -> bool:
+        """Delete a session, its rounds and their image files now."""
         sid = self._check_id(session_id)
         with self._lock:
             live = self._db.execute("SELECT 1 FROM sessions WHERE id = ? AND expires_at > ?",
                                     (sid, time.time())).fetchone()
-            self._db.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+            refs = self._drop_sessions("id = ?", (sid,))
+        self._unlink(refs)
         self.purge()
         return live is not None
 
-    def discard(self, session_id: str) -> None:
-        """Remove a session whose first round failed (it was never shown to anyone)."""
-        with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+    def _drop_sessions(self, where: str, args: tuple) -> list[str]:
+        """Delete the matching sessions (rounds cascade) and their images' rows; the refs to unlink."""
+        refs = [r[0] for r in self._db.execute(
+            f"SELECT image_ref FROM rounds WHERE image_ref IS NOT NULL AND session_id IN "
+            f"(SELECT id FROM sessions WHERE {where})", args).fetchall()]
+        self._db.execute(f"DELETE FROM sessions WHERE {where}", args)
+        self._db.executemany("DELETE FROM images WHERE ref = ?", [(r,) for r in refs])
+        return refs
 
-    def add_round(self, session_id: str, rnd: orchestrator_pb2.Round) -> StoredRound:
-        """Store a round (its image as a file, named by its hash); extends the session's life.
-        Returns the new expiry and the round as stored (image by reference), which is what a
-        caller asking for references gets, without hashing and storing the image again."""
+    def _unlink(self, refs) -> None:
+        for ref in refs:
+            (self.images_dir / ref).unlink(missing_ok=True)
+
+    def add_round(self, session_id: str, rnd: orchestrator_pb2.Round,
+                  new: SessionRecord | None = None) -> tuple[float, orchestrator_pb2.Round]:
+        """Store a round (its image as a file) and extend the session's life: (new expiry, stored round).
+
+        With `new`, the session itself is inserted in the same transaction (atomic creation). A
+        session deleted or expired while its round ran is NOT_FOUND, and the round's image goes.
+        """
         stored = orchestrator_pb2.Round()
         stored.CopyFrom(rnd)
         ref = None
@@ -114,36 +134,64 @@ class SessionStore:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.execute("INSERT INTO rounds VALUES (?, ?, ?, ?)",
-                                 (session_id, rnd.index, stored.SerializeToString(), ref))
-                self._db.execute("UPDATE sessions SET expires_at = ? WHERE id = ?", (expires, session_id))
-                self._db.execute("COMMIT")
-            except Exception:
+                if new is not None:
+                    self._insert_session(new)
+                alive = self._db.execute("UPDATE sessions SET expires_at = ? WHERE id = ? AND expires_at > ?",
+                                         (expires, session_id, time.time())).rowcount
+                if alive:
+                    self._db.execute("INSERT INTO rounds VALUES (?, ?, ?, ?)",
+                                     (session_id, rnd.index, stored.SerializeToString(), ref))
+                    self._db.execute("COMMIT")
+                else:
+                    self._db.execute("ROLLBACK")
+            except BaseException:
                 self._db.execute("ROLLBACK")
+                alive = None
                 raise
-        return StoredRound(expires, stored)
+            finally:
+                if not alive and ref is not None:
+                    self._db.execute("DELETE FROM images WHERE ref = ?", (ref,))
+                    self._unlink([ref])
+        if not alive:
+            raise NotFound(f"session_id: session {echo(session_id)} was deleted or expired while this round ran")
+        return expires, stored
 
-    def rounds(self, session_id: str, inline: bool) -> list[orchestrator_pb2.Round]:
+    @staticmethod
+    def check_room(rounds: list) -> None:
+        if len(rounds) >= MAX_ROUNDS:
+            raise FailedPrecondition(f"session: it has reached the limit of {MAX_ROUNDS} rounds; "
+                                     f"start a new session with the current query")
+
+    def rounds(self, session_id: str, inline: bool, inline_budget: int = 1 << 62) -> list[orchestrator_pb2.Round]:
+        """The stored rounds; with `inline`, images as bytes while their total stays within
+        `inline_budget` bytes, later ones as references (so the answer fits one message)."""
         with self._lock:
             rows = self._db.execute("SELECT round FROM rounds WHERE session_id = ? ORDER BY idx",
                                     (session_id,)).fetchall()
         out = [orchestrator_pb2.Round.FromString(r[0]) for r in rows]
+        used = sum(len(r[0]) for r in rows)
         if inline:
             for rnd in out:
                 if rnd.generated.ref:
-                    rnd.generated.CopyFrom(self.get_image(rnd.generated.ref))
+                    img = self.get_image(rnd.generated.ref)
+                    if used + len(img.data) > inline_budget:
+                        break
+                    used += len(img.data)
+                    rnd.generated.CopyFrom(img)
         return out
 
     # ------------------------------------------------------------------ images
     def put_image(self, img: common_pb2.Image, expires_at: float | None = None) -> str:
-        """Store bytes under their hash; kept until expires_at and while any round references it."""
+        """Store bytes under a new random ref; kept until expires_at and while a round references it."""
         ext = _EXT.get(img.mime_type, "img")
-        ref = f"{hashlib.sha256(img.data).hexdigest()}.{ext}"
+        ref = f"{secrets.token_hex(32)}.{ext}"
         path = self.images_dir / ref
-        if not path.exists():
-            tmp = path.with_suffix(f".tmp{uuid.uuid4().hex[:8]}")
+        tmp = path.with_suffix(f".tmp{uuid.uuid4().hex[:8]}")
+        try:
             tmp.write_bytes(img.data)
             tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)     # disk full or read-only: no partial file stays behind
         expires = time.time() + self.ttl if expires_at is None else expires_at
         with self._lock:
             self._db.execute("INSERT INTO images VALUES (?, ?, ?, ?, ?) ON CONFLICT(ref) DO UPDATE SET "
@@ -153,7 +201,8 @@ class SessionStore:
 
     def get_image(self, ref: str) -> common_pb2.Image:
         if not _REF.match(ref or ""):
-            raise InvalidArgument(f"ref: {ref!r} is not an image reference (<sha256>.<ext>, as returned in Image.ref)")
+            raise InvalidArgument(f"ref: {echo(ref)} is not an image reference (64 hex digits + extension, as "
+                                  f"returned in Image.ref)")
         with self._lock:
             row = self._db.execute("SELECT mime, width, height FROM images WHERE ref = ?", (ref,)).fetchone()
         path = self.images_dir / ref
@@ -166,14 +215,13 @@ class SessionStore:
         """Drop expired sessions and images nothing references any more; returns files removed."""
         now = time.time()
         with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-            # rounds of deleted sessions go by ON DELETE CASCADE
-            gone = [r[0] for r in self._db.execute(
+            # rounds of expired sessions go by ON DELETE CASCADE, their images right here
+            gone = self._drop_sessions("expires_at <= ?", (now,))
+            gone += [r[0] for r in self._db.execute(
                 "SELECT ref FROM images WHERE expires_at <= ? AND ref NOT IN "
                 "(SELECT image_ref FROM rounds WHERE image_ref IS NOT NULL)", (now,)).fetchall()]
             self._db.executemany("DELETE FROM images WHERE ref = ?", [(r,) for r in gone])
-        for ref in gone:
-            (self.images_dir / ref).unlink(missing_ok=True)
+        self._unlink(gone)
         return len(gone)
 
     def close(self) -> None:
@@ -186,5 +234,5 @@ class SessionStore:
         if not sid:
             raise InvalidArgument("session_id: required")
         if not _SESSION_ID.match(sid):
-            raise NotFound(f"session_id: session {session_id!r} not found (unknown, deleted or expired)")
+            raise NotFound(f"session_id: session {echo(session_id)} not found (unknown, deleted or expired)")
         return sid

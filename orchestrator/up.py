@@ -174,8 +174,9 @@ class Stack:
         self.image_root = Path(image_root).resolve() if image_root else None
         self.collection = collection
         self.auth_token = auth_token
-        # shared token between the orchestrator and its backends (generator, refiner, retriever)
-        self.backend_token = backend_token
+        # shared token between the orchestrator and its backends (generator, refiner, retriever);
+        # without one of its own, the backends require the user's token too
+        self.backend_token = backend_token or auth_token
         self.names = tuple(n for n in ORDER if n in services)
         self.orchestrator_args = list(orchestrator_args or [])
         self.extra_args = dict(extra_args or {})
@@ -582,15 +583,10 @@ def check_models(models: Path, retriever_model: str) -> str | None:
 
 
 def main(args) -> int:
-    from genir.client import read_token
     from genir.corpus_folder import CorpusInputError, resolve_corpus
 
     config.setup_logging(args.log_level)
-    try:
-        token = read_token(args.auth_token_file)
-    except (OSError, ValueError) as e:
-        print(f"genir up: --auth-token-file: {e}", file=sys.stderr)
-        return 2
+    token = config.read_secret(args.auth_token_file, config.INBOUND_TOKEN_ENV)  # a bad file stops here, one line
     problem = check_models(Path(args.models), args.retriever_model)
     corpus, image_root = None, None
     if problem is None and args.corpus:

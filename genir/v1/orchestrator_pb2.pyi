@@ -85,18 +85,20 @@ class DeleteSessionResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class RunDialogRequest(_message.Message):
-    __slots__ = ("target_id", "mode", "rounds", "dialog", "options")
+    __slots__ = ("target_id", "mode", "rounds", "dialog", "options", "corpus_fingerprint")
     TARGET_ID_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     DIALOG_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     target_id: str
     mode: str
     rounds: int
     dialog: _containers.RepeatedScalarFieldContainer[str]
     options: SessionOptions
-    def __init__(self, target_id: _Optional[str] = ..., mode: _Optional[str] = ..., rounds: _Optional[int] = ..., dialog: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ...) -> None: ...
+    corpus_fingerprint: str
+    def __init__(self, target_id: _Optional[str] = ..., mode: _Optional[str] = ..., rounds: _Optional[int] = ..., dialog: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ..., corpus_fingerprint: _Optional[str] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("ref",)

@@ -125,13 +125,17 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., collection_points: _Optional[int] = ..., failed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CollectionInfoRequest(_message.Message):
-    __slots__ = ("collection",)
+    __slots__ = ("collection", "paths_offset", "paths_limit")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PATHS_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PATHS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     collection: str
-    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+    paths_offset: int
+    paths_limit: int
+    def __init__(self, collection: _Optional[str] = ..., paths_offset: _Optional[int] = ..., paths_limit: _Optional[int] = ...) -> None: ...
 
 class CollectionInfoResponse(_message.Message):
-    __slots__ = ("name", "model", "dim", "points", "engine", "distance", "hnsw_ready")
+    __slots__ = ("name", "model", "dim", "points", "engine", "distance", "hnsw_ready", "corpus_fingerprint", "corpus_size", "paths")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +143,9 @@ class CollectionInfoResponse(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     HNSW_READY_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CORPUS_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     dim: int
@@ -146,4 +153,7 @@ class CollectionInfoResponse(_message.Message):
     engine: str
     distance: str
     hnsw_ready: bool
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., points: _Optional[int] = ..., engine: _Optional[str] = ..., distance: _Optional[str] = ..., hnsw_ready: _Optional[bool] = ...) -> None: ...
+    corpus_fingerprint: str
+    corpus_size: int
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., dim: _Optional[int] = ..., points: _Optional[int] = ..., engine: _Optional[str] = ..., distance: _Optional[str] = ..., hnsw_ready: _Optional[bool] = ..., corpus_fingerprint: _Optional[str] = ..., corpus_size: _Optional[int] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -26,7 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from genir.client import Client, describe_error, read_token
+from genir.client import Client, describe_error
 from services.common import config
 
 log = logging.getLogger("genir.web")
@@ -186,11 +186,7 @@ def main(args) -> int:
 
     config.setup_logging(args.log_level)
     config.log_config(SERVICE, args)
-    try:
-        token = read_token(args.orchestrator_token_file, env="GENIR_WEB_ORCHESTRATOR_TOKEN")
-    except (OSError, ValueError) as e:
-        print(f"genir serve web: {e}")
-        return 2
+    token = config.read_secret(args.orchestrator_token_file, "GENIR_WEB_ORCHESTRATOR_TOKEN")
     app = make_app(lambda: Client(args.orchestrator, token=token, ca=args.client_tls_ca,
                                   cert=args.client_tls_cert, key=args.client_tls_key))
     log.info("web page on http://%s:%d/ (orchestrator %s, token %s)", args.host, args.port, args.orchestrator,

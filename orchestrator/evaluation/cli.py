@@ -16,9 +16,10 @@ import asyncio
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from orchestrator.datasets import DatasetError, load_corpus, load_queries
+from orchestrator.datasets import DatasetError, load_corpus, read_queries, resolve_queries
 from orchestrator.evaluation.runner import (
     MODE_ALIASES,
     MODES,
@@ -27,13 +28,16 @@ from orchestrator.evaluation.runner import (
     EvalError,
     EvalRunner,
     GrpcDialogSource,
+    check_collection_corpus,
     check_queries,
     parse_ks,
     parse_shard,
     select_targets,
     session_options,
 )
-from services.common.config import add_flag, setup_logging
+from services.common.config import add_flag, read_secret, setup_logging
+from services.common.errors import InvalidArgument
+from services.common.paths import corpus_fingerprint, resolve_in_root
 
 log = logging.getLogger("genir.eval")
 SERVICE = "eval"
@@ -73,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("refiner", default=None, help="refiner HOST:PORT (--embedded: default 127.0.0.1:50052; otherwise "
       "only asked for its model id and defaults, for the summary)")
     f("retriever", default=None, help="retriever HOST:PORT (--embedded: default 127.0.0.1:50053; otherwise "
-      "only asked for the collection's model id)")
+      "only asked for the collection's model id and, with --collection, its corpus list)")
     f("collection", default="", help="retriever collection ('' = the orchestrator's default)")
     f("top-k", default=10, type=int, help="hits returned per round (1..100); the rank is exact regardless")
     f("width", default=0, type=int, help="rendering width (0 = the preset's)")
@@ -90,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("metrics-host", default="127.0.0.1", help="metrics bind address")
     f("report-max-dialogs", default=200, type=int, help="dialogs shown in report.html (by target id)")
     f("progress", default=True, bool_flag=True, help="tqdm progress bar on stderr")
-    f("token", default=None, help="bearer token for an orchestrator with auth on")
+    parser.add_argument("--token-file", default=None,
+                        help="file with the bearer token for an orchestrator with auth on (or $GENIR_EVAL_TOKEN; "
+                             "never on the command line)")
     f("tls-ca", default=None, help="PEM CA to verify the orchestrator (enables TLS)")
     f("tls-cert", default=None, help="PEM client certificate (mTLS)")
     f("tls-key", default=None, help="PEM client key (mTLS)")
@@ -170,8 +176,12 @@ def prepare(args):
     cfg = config_from_args(args)
     shard = parse_shard(args.shard)
     corpus = load_corpus(args.corpus)
-    queries = load_queries(args.queries, corpus)
-    targets = select_targets(queries, args.limit, shard)
+    cfg = replace(cfg, corpus=corpus_fingerprint(corpus.paths))
+    # Only the targets this run will use must be in the corpus (--limit / --shard choose them first).
+    targets = resolve_queries(select_targets(read_queries(args.queries), args.limit, shard), corpus, args.queries)
+    if not targets:
+        raise EvalError(f"no targets: {args.queries} holds no queries" + (
+            f" for shard {args.shard}" if args.shard else ""))
     check_queries(targets, cfg)
     if args.embedded:
         from orchestrator.evaluation.embedded import check_args
@@ -181,10 +191,17 @@ def prepare(args):
         root = Path(args.image_root)
         if not root.is_dir():
             raise EvalError(f"--image-root: {root} is not a folder")
-        missing = [q.img for q in targets if not (root / q.img).is_file()]
+        missing = [q.img for q in targets if not _is_file_in(root, q.img)]
         if missing:
             raise EvalError(f"--image-root {root}: {len(missing)} target image(s) missing, first {missing[0]!r}")
     return cfg, targets, shard
+
+
+def _is_file_in(root: Path, rel: str) -> bool:
+    try:
+        return resolve_in_root(root, rel, "target").is_file()
+    except InvalidArgument:
+        return False
 
 
 def make_source(args):
@@ -214,8 +231,6 @@ def finish(out: Path, result, cfg: EvalConfig, image_root, export, report_max: i
 async def _with_models(args, cfg: EvalConfig) -> EvalConfig:
     """Add the model ids the backends report (--models wins where both name a role) and every
     effective setting the run will use (the preset applied to the generator's family)."""
-    from dataclasses import replace
-
     from orchestrator.evaluation.embedded import discover
 
     found, effective = await discover(args.generator, args.refiner, args.retriever, args.collection,
@@ -225,6 +240,9 @@ async def _with_models(args, cfg: EvalConfig) -> EvalConfig:
 
 async def _run(args, cfg, targets, shard) -> int:
     cfg = await _with_models(args, cfg)
+    if args.retriever and args.collection and not args.embedded:
+        # says where the lists differ; without --retriever the orchestrator refuses with the counts
+        await check_collection_corpus(args.retriever, args.collection, load_corpus(args.corpus).paths, args.token)
     source = make_source(args)
     try:
         runner = EvalRunner(source, targets, cfg, args.out)
@@ -257,6 +275,7 @@ async def _run(args, cfg, targets, shard) -> int:
 
 def main(args) -> int:
     setup_logging(args.log_level)
+    args.token = read_secret(args.token_file, "GENIR_EVAL_TOKEN")
     try:
         cfg, targets, shard = prepare(args)
     except (EvalError, DatasetError) as e:

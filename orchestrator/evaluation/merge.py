@@ -50,10 +50,58 @@ def run_dirs(path: Path) -> list[Path]:
     raise MergeError(f"{path} is not an eval output folder (no {RUN_FILE}, no {RUNS}/)")
 
 
+# Settings that make runs of different modes comparable: the same corpus list (so a target id is
+# the same image), the same number of rounds and the same cut-offs.
+COMPARABLE = ("corpus", "rounds")
+
+
+def read_run_info(d: Path) -> dict:
+    try:
+        info = json.loads((d / RUN_FILE).read_text())
+        ident = info["identity"]
+        if not isinstance(ident, dict) or not isinstance(ident.get("mode"), str) or not isinstance(ident.get("rounds"), int):
+            raise TypeError("identity needs a mode and an integer rounds")
+        ks = info.get("ks", [10])
+        if not isinstance(ks, list) or not all(isinstance(k, int) and k >= 1 for k in ks):
+            raise TypeError("ks must be a list of integers >= 1")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MergeError(f"{d / RUN_FILE}: not a valid run file ({e})") from None
+    return info
+
+
+def check_record(rec: dict, n_rounds: int, where: str) -> None:
+    """A dialog record as the runner writes it: n_rounds rounds, each with a rank >= 0, indexed 0.."""
+    rounds = rec.get("rounds")
+    if not isinstance(rounds, list) or len(rounds) != n_rounds:
+        got = len(rounds) if isinstance(rounds, list) else "no"
+        raise MergeError(f"{where}: target {rec.get('target_id')} has {got} rounds, its run has {n_rounds}")
+    for t, r in enumerate(rounds):
+        rank = r.get("rank") if isinstance(r, dict) else None
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0 or r.get("index", t) != t:
+            raise MergeError(f"{where}: target {rec.get('target_id')} round {t} has no valid rank "
+                             f"(a non-negative integer), got {str(rank)[:40]!r}")
+
+
+def check_comparable(runs: dict[str, "LabelRun"], force: bool) -> list[str]:
+    """Refuse (or, with force, list) differences that make a comparison of labels meaningless."""
+    first = next(iter(runs.values()))
+    diffs = []
+    for lr in list(runs.values())[1:]:
+        for k in COMPARABLE:
+            if lr.identity.get(k) != first.identity.get(k):
+                diffs.append(f"{k}: {first.label}={first.identity.get(k)!r}, {lr.label}={lr.identity.get(k)!r}")
+        if lr.ks != first.ks:
+            diffs.append(f"k: {first.label}={sorted(first.ks)}, {lr.label}={sorted(lr.ks)}")
+    if diffs and not force:
+        raise MergeError("runs are not comparable (" + "; ".join(diffs) + "); a target id or a round would "
+                         "mean different things. Pass --force to merge anyway (recorded in summary.json)")
+    return diffs
+
+
 def load_runs(paths) -> dict[str, LabelRun]:
     runs: dict[str, LabelRun] = {}
     for d in (d for p in paths for d in run_dirs(p)):
-        info = json.loads((d / RUN_FILE).read_text())
+        info = read_run_info(d)
         ident = info["identity"]
         label = ident.get("label") or ident["mode"]
         models = info.get("models", {})
@@ -80,6 +128,7 @@ def load_runs(paths) -> dict[str, LabelRun]:
         if selected is not None and len(dialogs) < selected:
             lr.warnings.append(f"{d}: {len(dialogs)} of its {selected} dialogs finished")
         for tid, rec in dialogs.items():
+            check_record(rec, ident["rounds"] + 1, str(d / DIALOGS))
             if tid in lr.records:
                 prev, prev_dir = lr.records[tid]
                 if ranks_of(prev) != ranks_of(rec):
@@ -132,16 +181,21 @@ def _write_run_folder(dest: Path, lr: LabelRun, tids, ks) -> dict[int, tuple[dic
     return rebased
 
 
-def merge(paths, out: Path, ks=None, image_root=None, report_max: int = 200) -> dict:
+def merge(paths, out: Path, ks=None, image_root=None, report_max: int = 200, force: bool = False) -> dict:
     from orchestrator.evaluation.report import write_report
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(paths)
+    forced = check_comparable(runs, force)
+    for f in forced:
+        print(f"genir eval merge: warning: --force: {f}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
     for lr in runs.values():
         for w in lr.warnings:
             print(f"genir eval merge: warning: {w}", file=sys.stderr)
     summary, common = merged_summary(runs, ks)
+    if forced:
+        summary["merge_forced"] = forced
     ks = summary["k"]
     shown: dict[str, dict] = {}
     if len(runs) == 1:
@@ -162,6 +216,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", default=None, help="cut-offs (default: the union of the runs' --k)")
     parser.add_argument("--image-root", default=None, help="corpus image folder, for report thumbnails")
     parser.add_argument("--report-max-dialogs", type=int, default=200)
+    parser.add_argument("--force", action="store_true",
+                        help="merge runs whose corpus, rounds or --k differ (the differences go into summary.json)")
 
 
 def main(args) -> int:
@@ -169,7 +225,8 @@ def main(args) -> int:
 
     try:
         ks = parse_ks(args.k) if args.k else None
-        summary = merge([Path(d) for d in args.dirs], Path(args.out), ks, args.image_root, args.report_max_dialogs)
+        summary = merge([Path(d) for d in args.dirs], Path(args.out), ks, args.image_root, args.report_max_dialogs,
+                        force=args.force)
     except (MergeError, EvalError) as e:
         print(f"genir eval merge: {e}", file=sys.stderr)
         return 2

@@ -77,6 +77,7 @@ class EvalConfig:
     dialog_timeout_s: float = 3600.0
     progress: bool = True
     models: dict = field(default_factory=dict)
+    corpus: str = ""              # fingerprint of the corpus list the target ids index (paths.corpus_fingerprint)
 
     @property
     def name(self) -> str:
@@ -86,7 +87,7 @@ class EvalConfig:
         """What must match for dialogs from two runs to be the same experiment (resume, merge)."""
         keep = ("mode", "rounds", "seed", "top_k", "collection", "width", "height", "num_inference_steps",
                 "image_weight", "text_weight", "preset", "prompt_set", "max_new_tokens", "guidance", "effective",
-                "chatir_per_round")
+                "chatir_per_round", "corpus")
         d = asdict(self)
         return {k: d[k] for k in keep} | {"label": self.name}
 
@@ -120,13 +121,46 @@ def select_targets(queries: Sequence[Query], limit: int | None = None, shard: tu
     `--limit L`; round-robin keeps the shards within one dialog of each other in size.
     """
     chosen = list(queries[:limit] if limit else queries)
-    seen: set[int] = set()
+    seen: set[str] = set()
     for q in chosen:
-        if q.target_id in seen:
-            raise EvalError(f"queries: target {q.img!r} (id {q.target_id}) appears twice; each target is one dialog")
-        seen.add(q.target_id)
+        if q.img in seen:
+            raise EvalError(f"queries: target {q.img!r} appears twice; each target is one dialog")
+        seen.add(q.img)
     i, n = shard
     return chosen[i::n]
+
+
+async def check_collection_corpus(retriever: str, collection: str, paths: Sequence[str], token: str | None = None,
+                                  timeout: float = 30.0) -> None:
+    """Refuse (EvalError) a corpus list other than the one the collection was indexed from, naming
+    the first difference; the orchestrator checks the same on every dialog, this says where."""
+    from genir.v1 import retriever_pb2, retriever_pb2_grpc
+    from services.common.paths import corpus_fingerprint, first_difference_paged
+
+    meta = (("authorization", f"Bearer {token}"),) if token else None
+    async with grpc.aio.insecure_channel(retriever) as ch:
+        stub = retriever_pb2_grpc.RetrieverStub(ch)
+
+        async def info(offset: int = 0, limit: int = 0):
+            return await stub.CollectionInfo(retriever_pb2.CollectionInfoRequest(
+                collection=collection, paths_offset=offset, paths_limit=limit), timeout=timeout, metadata=meta)
+
+        try:
+            head = await info()
+        except grpc.aio.AioRpcError as e:
+            log.warning("retriever %s: corpus of collection %r not checked here (%s)", retriever, collection,
+                        e.code().name)
+            return
+        if not head.corpus_fingerprint:
+            raise EvalError(f"collection {collection!r} records no corpus list (written by Upsert or by an "
+                            f"unfinished `genir index`); index it with `genir index`")
+        if head.corpus_fingerprint != corpus_fingerprint(paths):
+            diff = await first_difference_paged(paths, head.corpus_size, lambda o, n: _paths(info, o, n))
+            raise EvalError(f"--corpus is not the list collection {collection!r} was indexed from: {diff}")
+
+
+async def _paths(info, offset: int, limit: int):
+    return (await info(offset, limit)).paths
 
 
 def check_queries(queries: Sequence[Query], cfg: EvalConfig) -> None:
@@ -285,7 +319,8 @@ class EvalRunner:
         opts = session_options(c)
         return orchestrator_pb2.RunDialogRequest(
             target_id=str(q.target_id), mode=c.mode, rounds=c.rounds,
-            dialog=list(q.dialog[: c.rounds + 1]) if c.mode == "chatir" else [], options=opts)
+            dialog=list(q.dialog[: c.rounds + 1]) if c.mode == "chatir" else [], options=opts,
+            corpus_fingerprint=c.corpus)
 
     async def _image_bytes(self, img: common_pb2.Image) -> tuple[bytes, str]:
         if not img.data and img.ref:
@@ -348,6 +383,9 @@ class EvalRunner:
             except Exception as e:  # noqa: BLE001 - classified below; never lose the reason
                 code = status_code(e)
                 why = describe(e)
+                if code == grpc.StatusCode.FAILED_PRECONDITION and why.startswith("FAILED_PRECONDITION: corpus:"):
+                    # every dialog would fail the same way, and a rerun cannot help: stop the run
+                    raise EvalError(why.split(": ", 1)[1]) from None
                 if code in RETRYABLE and attempt < attempts:
                     delay = self.cfg.retry_backoff_s * 2 ** (attempt - 1)
                     log.warning("target %d (%s) attempt %d/%d failed (%s); retrying in %.1fs",

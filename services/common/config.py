@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger("genir")
@@ -54,10 +55,43 @@ def add_server_flags(parser: argparse.ArgumentParser, service: str, port: int, m
     f("health-port", default=-1, type=int,
       help="plaintext port serving only grpc.health.v1, for kubelet probes when --tls-cert is on (-1 = none)")
     f("max-image-pixels", default=40_000_000, type=int, help="decoded image size cap (decompression bombs)")
+    f("max-request-pixels", default=64_000_000, type=int,
+      help="pixels of all images of one request together (read from headers before any decoding)")
     f("tls-cert", default=None, help="PEM server certificate (enables TLS)")
     f("tls-key", default=None, help="PEM server private key")
     f("tls-client-ca", default=None, help="PEM CA bundle; when set, clients must present a certificate (mTLS)")
+    f("auth-token-file", default=None, help=f"file holding the bearer token every call must carry "
+      f"(else env {INBOUND_TOKEN_ENV}; neither = no token check). Never on the command line")
     f("log-level", default="INFO", help="logging level")
+
+
+INBOUND_TOKEN_ENV = "GENIR_AUTH_TOKEN"
+BACKEND_TOKEN_ENV = "GENIR_BACKEND_TOKEN"
+
+
+def read_secret(path: str | None, env: str) -> str | None:
+    """A secret from a file (wins) or an environment variable; None when neither is set.
+
+    Secrets never come from argv (visible to every user in `ps`); an empty one is a mistake.
+    """
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as e:
+            raise SystemExit(f"cannot read the secret file given for {env} ({type(e).__name__})") from None
+        where = "its file"
+    else:
+        value = os.environ.get(env)
+        if value is None:
+            return None
+        value, where = value.strip(), env
+    if not value:
+        raise SystemExit(f"the secret from {where} is empty")
+    return value
+
+
+def inbound_token(args) -> str | None:
+    return read_secret(getattr(args, "auth_token_file", None), INBOUND_TOKEN_ENV)
 
 
 def add_client_tls_flags(parser: argparse.ArgumentParser, service: str) -> None:
@@ -77,6 +111,6 @@ def log_config(service: str, args: argparse.Namespace) -> None:
     """Print the effective configuration once at start-up (key material is named, never read)."""
     shown = {k: v for k, v in sorted(vars(args).items()) if not callable(v) and not k.startswith("_")}
     for k in list(shown):
-        if "token" in k and shown[k]:
+        if ("token" in k or "secret" in k or "password" in k) and shown[k] and not k.endswith("_file"):
             shown[k] = "***"
     log.info("%s config %s", service, json.dumps(shown, default=str))

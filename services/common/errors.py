@@ -68,3 +68,27 @@ def from_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError, what: str) -> Serv
         cls = Unavailable
     exc = cls(f"{what}: {code.name}: {details}")
     return exc
+
+
+_NO_SPACE = {28, 122}            # ENOSPC, EDQUOT
+_READ_ONLY = {30, 13, 1}         # EROFS, EACCES, EPERM
+
+
+def storage_error(exc: BaseException) -> ServiceError | None:
+    """A clear status for a server-side storage failure (disk full, read-only folder), or None.
+
+    The message names the condition only: the OSError's text carries a server path.
+    """
+    import sqlite3
+
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return ResourceExhausted("server storage is full (no space left on its disk); retry after space is freed")
+    if isinstance(exc, OSError) and exc.errno in _READ_ONLY:
+        return Unavailable("server storage is not writable (read-only or permission denied)")
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if "full" in text:
+            return ResourceExhausted("server storage is full (database or disk is full)")
+        if "readonly" in text or "read-only" in text or "locked" in text or "unable to open" in text:
+            return Unavailable(f"server storage is not writable ({text[:60]})")
+    return None

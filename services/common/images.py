@@ -7,6 +7,7 @@ image, truncated or corrupt files, and images whose header announces more pixels
 
 from __future__ import annotations
 
+import asyncio
 import io
 import warnings
 
@@ -15,6 +16,12 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from services.common.errors import InvalidArgument
 
 DEFAULT_MAX_PIXELS = 40_000_000
+# Pixels of all images of one request together (headers are read first, nothing is decoded
+# beyond it), and decodes running at once per process: decoded RGB costs 3 bytes a pixel, so
+# one process holds at most DECODE_SLOTS * DEFAULT_MAX_REQUEST_PIXELS * 3 bytes of decoded images.
+DEFAULT_MAX_REQUEST_PIXELS = 64_000_000
+DECODE_SLOTS = 2
+_slots: asyncio.Semaphore | None = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Our own cap (below) replaces PIL's global one, so the message can say what the limit is.
 Image.MAX_IMAGE_PIXELS = None
@@ -22,18 +29,60 @@ Image.MAX_IMAGE_PIXELS = None
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
 
 
-def decode_image(data: bytes, field: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 mode: str = "RGB") -> Image.Image:
+def _open_header(data: bytes, field: str) -> Image.Image:
     if data is None or len(data) == 0:
         raise InvalidArgument(f"{field}: image is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))  # reads the header only
+            return Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
         raise InvalidArgument(f"{field}: not a recognised image ({len(data)} bytes; expected PNG, JPEG or WebP)") from None
     except Exception as e:  # noqa: BLE001 - header parse errors of any kind
         raise InvalidArgument(f"{field}: unreadable image header ({type(e).__name__})") from None
+
+
+def header_pixels(data: bytes, field: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """Pixels the header announces, checked against the per-image cap; nothing is decoded."""
+    width, height = _open_header(data, field).size
+    if width <= 0 or height <= 0:
+        raise InvalidArgument(f"{field}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidArgument(f"{field}: image is {width}x{height} = {width * height} pixels, "
+                              f"over the limit of {max_pixels} pixels")
+    return width * height
+
+
+def check_request_pixels(items, max_pixels: int, max_request_pixels: int) -> None:
+    """items: (bytes, field) of one request; refuses the request when their headers sum over the budget."""
+    total, n = 0, 0
+    for data, field in items:
+        total += header_pixels(data, field, max_pixels)
+        n += 1
+    if total > max_request_pixels:
+        raise InvalidArgument(f"images: {n} image(s) of {total} pixels in all, over the per-request budget of "
+                              f"{max_request_pixels} pixels; send fewer or smaller images per call")
+
+
+async def decode_protos(items, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS) -> list[Image.Image]:
+    """Decode (genir.v1.Image, field) pairs of one request: budget first (headers only), then the
+    pixels on a worker thread, at most DECODE_SLOTS requests at a time, so the event loop (and
+    with it the health service) never waits on a decode."""
+    global _slots
+    for msg, field in items:
+        if not msg.data:
+            decode_proto(msg, field, max_pixels)    # the missing/ref-only message, in words
+    check_request_pixels([(msg.data, field) for msg, field in items], max_pixels, max_request_pixels)
+    if _slots is None:
+        _slots = asyncio.Semaphore(DECODE_SLOTS)
+    async with _slots:
+        return await asyncio.to_thread(lambda: [decode_image(msg.data, field, max_pixels) for msg, field in items])
+
+
+def decode_image(data: bytes, field: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 mode: str = "RGB") -> Image.Image:
+    img = _open_header(data, field)
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InvalidArgument(f"{field}: image has no pixels ({width}x{height})")

@@ -9,6 +9,7 @@ its code and message; anything else -> INTERNAL with a generic message, tracebac
 from __future__ import annotations
 
 import asyncio
+import hmac
 import inspect
 import logging
 import time
@@ -16,21 +17,43 @@ import uuid
 
 import grpc
 
-from services.common.errors import InvalidArgument, ServiceError
+from services.common.errors import InvalidArgument, ServiceError, storage_error
 from services.common.metrics import SERVER_HANDLED, SERVER_HANDLING, SERVER_STARTED, rpc_type, split_method
 
 log = logging.getLogger("genir.rpc")
+# Status details travel in trailing metadata (hard limit 16 KiB): a message that echoes a huge
+# client value would turn any error into RESOURCE_EXHAUSTED "metadata size exceeds hard limit".
+MAX_DETAILS = 2000
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_DETAILS else message[:MAX_DETAILS] + f"... ({len(message)} chars)"
 
 # Always answered, never counted against admission or readiness.
 INFRA_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                   "grpc.reflection.v1.ServerReflection")
 
 
+def token_problem(metadata, token: str) -> str | None:
+    """Why a call's metadata does not carry `authorization: Bearer <token>`, or None when it does."""
+    got = ""
+    for k, v in metadata or ():
+        if k.lower() == "authorization":
+            got = v if isinstance(v, str) else v.decode("latin-1")
+    if not got:
+        return "authorization: metadata 'authorization: Bearer <token>' is required"
+    scheme, _, value = got.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        return "authorization: missing or wrong bearer token (metadata 'authorization: Bearer <token>')"
+    return None
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, max_inflight: int = 0):
+    def __init__(self, max_inflight: int = 0, token: str | None = None):
         self.max_inflight = max_inflight
         self.inflight = 0
         self.ready = False
+        self.token = token or None
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -40,6 +63,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         kind = rpc_type(handler.request_streaming, handler.response_streaming)
         labels = (kind, service, method)
         infra = service in INFRA_SERVICES
+        if self.token and not infra:
+            problem = token_problem(details.invocation_metadata, self.token)
+            if problem is not None:
+                return _refusal(handler, labels, problem)
         deserialize = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
@@ -138,9 +165,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             late = remaining is not None and remaining <= 0
             return (grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.CANCELLED), None
         if isinstance(exc, ServiceError):
-            return exc.code, exc.message
+            return exc.code, _cut(exc.message)
         if isinstance(exc, grpc.aio.AioRpcError):  # a downstream call failed and nobody mapped it
-            return exc.code(), f"downstream call failed: {exc.code().name}: {exc.details()}"
+            return exc.code(), f"downstream call failed: {exc.code().name}: {(exc.details() or '')[:MAX_DETAILS]}"
+        mapped = storage_error(exc)
+        if mapped is not None:
+            log.error("storage failure: %s", exc)
+            return mapped.code, mapped.message
         ref = uuid.uuid4().hex[:12]
         log.error("unhandled error (ref %s)", ref, exc_info=exc)
         return grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); details are in the server log"
@@ -158,6 +189,26 @@ class _Undecodable:
 
     def __init__(self, error: Exception):
         self.message = f"request: not a valid protobuf message ({type(error).__name__}: {error})"
+
+
+def _refusal(handler, labels, message: str):
+    """A handler that answers UNAUTHENTICATED without parsing (or keeping) the request bytes."""
+    async def refuse(request, context):
+        SERVER_HANDLED.labels(*labels, grpc.StatusCode.UNAUTHENTICATED.name).inc()
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def refuse_stream(request, context):
+        await refuse(request, context)
+        yield  # pragma: no cover - abort raised above
+
+    drop = lambda _data: None  # noqa: E731
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(refuse, drop, handler.response_serializer)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(refuse, drop, handler.response_serializer)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, drop, handler.response_serializer)
+    return grpc.stream_stream_rpc_method_handler(refuse_stream, drop, handler.response_serializer)
 
 
 def _tolerant(deserializer):

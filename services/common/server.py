@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import tls
+from services.common import config, tls
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import serve_metrics
 
@@ -37,9 +37,12 @@ class Service:
     servicer: Any
 
 
-def grpc_options(max_message_mb: int) -> list[tuple[str, Any]]:
+def grpc_options(max_message_mb: int, max_request_mb: float | None = None) -> list[tuple[str, Any]]:
+    """Message limits: responses up to --max-message-mb; requests up to what the service's RPCs
+    need (`max_request_mb`), so an oversized request is refused before it is buffered."""
     size = max_message_mb * 1024 * 1024
-    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
+    request = size if max_request_mb is None else min(size, int(max_request_mb * 1024 * 1024))
+    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", request),
             ("grpc.so_reuseport", 0)]  # a port already taken must fail start-up, not be shared
 
 
@@ -61,12 +64,33 @@ async def _maybe_await(fn: Callable | None) -> None:
         await result
 
 
+async def _follow(readiness: Callable[[], Awaitable[bool]], health_servicer, names: list[str],
+                  every: float) -> None:
+    """Health follows a dependency's readiness (the refiner: Triton's), checked every `every` s."""
+    state = None
+    while True:
+        try:
+            ok = bool(await readiness())
+        except Exception:  # noqa: BLE001 - a failing probe means not ready
+            ok = False
+        if ok != state:
+            state = ok
+            log.log(logging.INFO if ok else logging.WARNING, "dependency %s: health %s", "ready" if ok else
+                    "not ready", "SERVING" if ok else "NOT_SERVING")
+            for name in [""] + names:
+                await health_servicer.set(name, SERVING if ok else NOT_SERVING)
+        await asyncio.sleep(every)
+
+
 async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitable | None] | None = None,
-                close: Callable[[], Awaitable | None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
-    interceptor = ServerInterceptor(max_inflight=args.max_inflight)
-    options = grpc_options(args.max_message_mb) + connection_age_options(args.max_connection_age,
-                                                                         args.max_connection_age_grace)
+                close: Callable[[], Awaitable | None] | None = None, max_request_mb: float | None = None,
+                readiness: Callable[[], Awaitable[bool]] | None = None, readiness_every: float = 2.0) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code. With `readiness`, health is
+    SERVING only while it answers True (polled every `readiness_every` seconds)."""
+    token = config.inbound_token(args)
+    interceptor = ServerInterceptor(max_inflight=args.max_inflight, token=token)
+    options = grpc_options(args.max_message_mb, max_request_mb) + connection_age_options(
+        args.max_connection_age, args.max_connection_age_grace)
     server = grpc.aio.server(interceptors=[interceptor], options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -90,7 +114,8 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
         await health_servicer.set(name, NOT_SERVING)
     await server.start()
     serve_metrics(args.metrics_port, args.metrics_host or args.host)
-    log.info("listening on %s (%s)%s", address, ", ".join(names), " with TLS" if creds else "")
+    log.info("listening on %s (%s)%s%s", address, ", ".join(names), " with TLS" if creds else "",
+             " with bearer-token auth" if token else "")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -108,10 +133,16 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
         return 1
     if loader.done():
         interceptor.ready = True
-        for name in [""] + names:
-            await health_servicer.set(name, SERVING)
+        follower = None
+        if readiness is None:
+            for name in [""] + names:
+                await health_servicer.set(name, SERVING)
+        else:
+            follower = asyncio.ensure_future(_follow(readiness, health_servicer, names, readiness_every))
         log.info("ready: serving on port %d", port)
         await stopper
+        if follower is not None:
+            follower.cancel()
     else:
         loader.cancel()
 

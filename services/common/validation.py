@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from services.common.errors import InvalidArgument
+from services.common.paths import echo
 
 MAX_TEXT_CHARS = 8192
 
@@ -38,13 +39,15 @@ def float_range(value: float, field: str, lo: float, hi: float, *, lo_open: bool
 
 def choice(value: str, field: str, allowed) -> str:
     if value not in allowed:
-        raise InvalidArgument(f"{field}: unknown value {value!r}; allowed: {', '.join(map(str, sorted(allowed)))}")
+        raise InvalidArgument(f"{field}: unknown value {echo(value)}; allowed: {', '.join(map(str, sorted(allowed)))}")
     return value
 
 
 def corpus_id(value: str, field: str) -> int:
     """Corpus ids are decimal integers (the index in the corpus list)."""
     s = (value or "").strip()
-    if not s.isdigit() or len(s) > 16:
-        raise InvalidArgument(f"{field}: {value!r} is not a corpus id (a non-negative decimal integer)")
+    # ASCII digits only: str.isdigit() also accepts '²' and Arabic-Indic digits, which int() rejects
+    # or reads as another number.
+    if not (s.isascii() and s.isdigit()) or len(s) > 16:
+        raise InvalidArgument(f"{field}: {echo(value)} is not a corpus id (a non-negative decimal integer)")
     return int(s)

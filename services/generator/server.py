@@ -245,4 +245,5 @@ def main(args) -> int:
         backend.close()
 
     service = Service("genir.v1.Generator", generator_pb2_grpc.add_GeneratorServicer_to_server, servicer)
-    return asyncio.run(serve(args, [service], load=load, close=close))
+    # requests are a prompt and numbers (images only travel back): 1 MiB refuses anything bigger unread
+    return asyncio.run(serve(args, [service], load=load, close=close, max_request_mb=1))

@@ -5,11 +5,12 @@ Each RPC validates its request, builds a versioned prompt (prompts.py), sends it
 timings, model and the seed used (drawn here when the caller gave none, so every answer can be
 reproduced).
 
-Health: the service becomes SERVING without waiting for Triton (a refiner that is up but whose
-Triton is down must not take the orchestrator's health checks or a Kubernetes rollout with it).
-`--triton-wait S` waits up to S seconds for Triton at start-up and logs whether it is ready. While
-Triton is down, calls fail fast with UNAVAILABLE naming Triton's address (after retrying for
---triton-retry-seconds); callers retry UNAVAILABLE with backoff.
+Health follows Triton's readiness: SERVING while Triton reports the model ready, NOT_SERVING
+while it does not (checked every --triton-health-seconds), so a readiness probe takes a refiner
+without a working Triton out of rotation. `--triton-wait S` waits up to S seconds for Triton at
+start-up and logs whether it is ready. While Triton is down, calls fail fast with UNAVAILABLE
+naming Triton's address (after retrying for --triton-retry-seconds); callers retry UNAVAILABLE
+with backoff.
 
 Metrics (besides grpc_server_*): genir_refiner_tokens_total{kind="prompt"|"completion"} and
 genir_refiner_triton_seconds{prompt} (one Triton call, retries included). Triton's own
@@ -65,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("triton-retry-seconds", default=5.0, type=float,
       help="how long UNAVAILABLE from Triton is retried (with backoff) before the call fails")
     f("triton-wait", default=0.0, type=float, help="seconds to wait for Triton at start-up (0: do not wait)")
+    f("triton-health-seconds", default=2.0, type=float,
+      help="how often health re-checks Triton's readiness (NOT_SERVING while it is not ready)")
     f("max-new-tokens-limit", default=1024, type=int, help="largest sampling.max_new_tokens accepted")
     f("model-id", default=None, help="model id reported in responses (default: --triton-model)")
 
@@ -115,22 +118,28 @@ def parse_source(source: int) -> str:
 
 
 class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
-    def __init__(self, vlm: TritonVLM, *, model_id: str, max_new_tokens: int, max_pixels: int):
+    def __init__(self, vlm: TritonVLM, *, model_id: str, max_new_tokens: int, max_pixels: int,
+                 max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS):
         self.vlm = vlm
         self.model_id = model_id
         self.max_new_tokens = max_new_tokens
         self.max_pixels = max_pixels
+        self.max_request_pixels = max_request_pixels
 
     # ------------------------------------------------------------------ helpers
+    async def _images(self, *specs: tuple) -> list[bytes | None]:
+        """Validated bytes of (msg, field, required) images of one request: decoded once here, so
+        corrupt data never reaches Triton, within one pixel budget for all of them. Decoding runs
+        on a bounded worker pool: a blocked event loop would space out concurrent calls beyond
+        Triton's batching window and stall health checks."""
+        present = [(msg, field) for msg, field, required in specs
+                   if required or (msg is not None and (msg.data or msg.ref))]
+        await images.decode_protos(present, self.max_pixels, self.max_request_pixels)
+        chosen = {field for _, field in present}
+        return [bytes(msg.data) if field in chosen else None for msg, field, _ in specs]
+
     async def _image(self, msg, field: str, required: bool = True) -> bytes | None:
-        """Validated image bytes: decoded once here, so corrupt data never reaches Triton. Decoding
-        runs in a thread: a blocked event loop would space out concurrent calls beyond Triton's
-        batching window."""
-        present = msg is not None and (msg.data or msg.ref)
-        if not required and not present:
-            return None
-        await asyncio.to_thread(images.decode_proto, msg, field, self.max_pixels, True)
-        return bytes(msg.data)
+        return (await self._images((msg, field, required)))[0]
 
     def _text(self, value: str, field: str) -> str:
         return validation.text(value, field)
@@ -164,8 +173,8 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
     async def Compare(self, request, context):
         retrieval = parse_style(request.style) == "retrieval"
         pset = parse_prompt_set(request.prompt_set)
-        target = await self._image(request.target, "target")
-        generated = await self._image(request.generated, "generated")
+        target, generated = await self._images((request.target, "target", True),
+                                               (request.generated, "generated", True))
         caption = self._text(request.caption, "caption")
         prompt = pset.compare(target, generated, caption, retrieval=retrieval, **self._budget(request))
         return await self._run(prompt, request.sampling, context)
@@ -175,8 +184,8 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
         source = parse_source(request.feedback_source)
         caption = self._text(request.caption, "caption")
         feedback = self._text(request.feedback, "feedback")
-        target = await self._image(request.target, "target", required=False)
-        generated = await self._image(request.generated, "generated", required=False)
+        target, generated = await self._images((request.target, "target", False),
+                                               (request.generated, "generated", False))
         rank = None
         if request.HasField("shown_rank"):
             rank = validation.int_range(request.shown_rank, "shown_rank", 0, 2**31 - 1)
@@ -207,7 +216,8 @@ def build(args) -> tuple[TritonVLM, RefinerServicer]:
     vlm = TritonVLM(args.triton_url, args.triton_model, timeout=args.triton_timeout,
                     retry_seconds=args.triton_retry_seconds, max_message_mb=args.max_message_mb, creds=creds)
     servicer = RefinerServicer(vlm, model_id=args.model_id or args.triton_model,
-                               max_new_tokens=args.max_new_tokens_limit, max_pixels=args.max_image_pixels)
+                               max_new_tokens=args.max_new_tokens_limit, max_pixels=args.max_image_pixels,
+                               max_request_pixels=args.max_request_pixels)
     return vlm, servicer
 
 
@@ -222,7 +232,7 @@ def main(args) -> int:
         vlm, servicer = build(args)
 
         async def load():
-            # Never blocks SERVING on Triton (see the module docstring); only reports its state.
+            # Start-up does not wait for Triton beyond --triton-wait; health follows it afterwards.
             if await vlm.wait_ready(args.triton_wait):
                 log.info("Triton at %s: model %s is ready", args.triton_url, args.triton_model)
             else:
@@ -230,6 +240,7 @@ def main(args) -> int:
                             args.triton_url, args.triton_model)
 
         service = Service("genir.v1.Refiner", refiner_pb2_grpc.add_RefinerServicer_to_server, servicer)
-        return await serve(args, [service], load=load, close=vlm.close)
+        return await serve(args, [service], load=load, close=vlm.close, readiness=vlm.ready,
+                           readiness_every=args.triton_health_seconds)
 
     return asyncio.run(run())

@@ -309,6 +309,9 @@ class RetrieverBackend:
                vectors: list[tuple[int, np.ndarray, dict]]) -> int:
         """Writes one message's items; returns how many were written."""
         n = 0
+        if images or vectors:
+            # Points written by hand name no corpus list: the ids no longer follow `genir index`'s.
+            self.store.set_corpus(indexer.collection, "", 0)
         if images:
             t = time.perf_counter()
             indexer.add_images([i for i, _, _ in images], [im for _, im, _ in images], [p for _, _, p in images])

@@ -14,12 +14,16 @@ import numpy as np
 from genir.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from services.common import config, images, validation
 from services.common.batching import MicroBatcher, submit_for_call
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ServiceError
+from services.common.paths import echo
 from services.common.server import Service, serve
 from services.retriever.backend import BATCH_METRICS, EmbedInput, Query, RetrieverBackend, check_weights
 
 MAX_TOP_K = 1000
 MAX_BATCH = 256
+MAX_PATHS_PAGE = 10_000
+MAX_PAYLOAD_KEYS = 16
+MAX_PAYLOAD_CHARS = 4096
 # Measured on the bench data (benchmarks/results/search.json): ef 512 reaches top-10 recall >= 0.95;
 # exact search is faster than that below the crossover size.
 HNSW_EF = 512
@@ -32,6 +36,18 @@ def timings(d: dict) -> list:
 
 def hit_proto(h, rank: int) -> common_pb2.Hit:
     return common_pb2.Hit(id=str(h.id), score=h.score, rank=rank, payload={k: str(v) for k, v in h.payload.items()})
+
+
+def parse_upsert_item(item, k: int) -> tuple[int, dict]:
+    """(corpus id, payload) of one Upsert item; payloads are small strings (a path and a hash)."""
+    cid = validation.corpus_id(item.id, f"items[{k}].id")
+    payload = dict(item.payload)
+    if len(payload) > MAX_PAYLOAD_KEYS:
+        raise InvalidArgument(f"items[{k}].payload: {len(payload)} keys, over the limit of {MAX_PAYLOAD_KEYS}")
+    size = sum(len(key) + len(value) for key, value in payload.items())
+    if size > MAX_PAYLOAD_CHARS:
+        raise InvalidArgument(f"items[{k}].payload: {size} characters, over the limit of {MAX_PAYLOAD_CHARS}")
+    return cid, payload
 
 
 def vector_from(msg, field: str) -> np.ndarray:
@@ -55,8 +71,12 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
             raise InvalidArgument(f"{field}: required (no --default-collection is set)")
         return name
 
-    def _image(self, msg, field: str):
-        return images.decode_proto(msg, field, self.args.max_image_pixels)
+    async def _decode(self, items) -> list:
+        """(msg, field) pairs of one request: one pixel budget, decoded off the event loop."""
+        return await images.decode_protos(items, self.args.max_image_pixels, self.args.max_request_pixels)
+
+    async def _image(self, msg, field: str):
+        return (await self._decode([(msg, field)]))[0]
 
     async def Search(self, request, context):
         collection = self._collection(request.collection)
@@ -65,7 +85,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         which = request.WhichOneof("query")
         kw: dict = {}
         if which == "image":
-            kw["image"] = self._image(request.image, "image")
+            kw["image"] = await self._image(request.image, "image")
         elif which == "text":
             kw["text"] = validation.text(request.text, "text")
         elif which == "vector":
@@ -73,7 +93,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         elif which == "fusion":
             f = request.fusion
             w_image, w_text = check_weights(f.image_weight, f.text_weight)
-            kw["fusion"] = (self._image(f.image, "fusion.image"), validation.text(f.text, "fusion.text"),
+            kw["fusion"] = (await self._image(f.image, "fusion.image"), validation.text(f.text, "fusion.text"),
                             w_image, w_text)
         else:
             raise InvalidArgument("query: one of image, text, vector or fusion is required")
@@ -89,8 +109,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
 
     async def EmbedImages(self, request, context):
         n = validation.int_range(len(request.images), "images (count)", 1, MAX_BATCH)
-        imgs = [EmbedInput("image", self._image(request.images[i], f"images[{i}]")) for i in range(n)]
-        return await self._embed(imgs, context)
+        imgs = await self._decode([(request.images[i], f"images[{i}]") for i in range(n)])
+        return await self._embed([EmbedInput("image", im) for im in imgs], context)
 
     async def EmbedTexts(self, request, context):
         n = validation.int_range(len(request.texts), "texts (count)", 1, MAX_BATCH)
@@ -111,21 +131,26 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         async for msg in request_iterator:
             if msg.collection:
                 if collection is not None and msg.collection != collection:
-                    raise InvalidArgument(f"collection: {msg.collection!r} differs from the stream's {collection!r}")
+                    raise InvalidArgument(f"collection: {echo(msg.collection)} differs from the stream's {collection!r}")
                 collection = msg.collection
             if collection is None:
                 collection = self._collection("")
             validation.int_range(len(msg.items), "items (count per message)", 0, MAX_BATCH)
             if indexer is None:
                 indexer = await asyncio.to_thread(self.backend.indexer, collection)
-            imgs, vecs = [], []
+            imgs, vecs, pixels = [], [], 0
             for k, item in enumerate(msg.items):
                 try:
-                    cid = validation.corpus_id(item.id, f"items[{k}].id")
-                    payload = dict(item.payload)
+                    cid, payload = parse_upsert_item(item, k)
                     which = item.WhichOneof("content")
                     if which == "image":
-                        imgs.append((cid, self._image(item.image, f"items[{k}].image"), payload))
+                        field = f"items[{k}].image"
+                        n_px = images.header_pixels(item.image.data, field, self.args.max_image_pixels)
+                        if pixels + n_px > self.args.max_request_pixels:
+                            raise InvalidArgument(f"{field}: over the per-message pixel budget of "
+                                                  f"{self.args.max_request_pixels}; send it in a later message")
+                        pixels += n_px
+                        imgs.append((cid, (item.image, field), payload))
                     elif which == "vector":
                         v = vector_from(item.vector, f"items[{k}].vector")
                         if v.shape[0] != indexer.meta.dim:
@@ -134,8 +159,10 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
                         vecs.append((cid, v, payload))
                     else:
                         raise InvalidArgument(f"items[{k}]: needs an image or a vector")
-                except InvalidArgument as e:
-                    failed.append(f"{item.id or '?'}: {e.message}")
+                except ServiceError as e:
+                    failed.append(f"{(item.id or '?')[:40]}: {e.message}")
+            decoded, imgs = await self._decode_items(imgs, failed)
+            imgs = [(cid, im, p) for (cid, _, p), im in zip(imgs, decoded, strict=True)]
             upserted += await asyncio.to_thread(self.backend.upsert, indexer, imgs, vecs)
         if collection is None:
             raise InvalidArgument("collection: the stream was empty; the first message must name the collection")
@@ -144,11 +171,35 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         points = await asyncio.to_thread(self.backend.finish_upsert, collection)
         return retriever_pb2.UpsertResponse(upserted=upserted, collection_points=points, failed=failed)
 
+    async def _decode_items(self, imgs: list, failed: list) -> tuple[list, list]:
+        """Decode the image items of one Upsert message; an item that fails is reported, not fatal."""
+        if not imgs:
+            return [], []
+        try:
+            return await self._decode([spec for _, spec, _ in imgs]), imgs
+        except ServiceError:
+            pass
+        ok_items, ok_images = [], []
+        for item in imgs:   # one of them is bad: find which, one at a time
+            try:
+                ok_images.append((await self._decode([item[1]]))[0])
+                ok_items.append(item)
+            except ServiceError as e:
+                failed.append(f"{item[0]}: {e.message}")
+        return ok_images, ok_items
+
     async def CollectionInfo(self, request, context):
-        info = await asyncio.to_thread(self.backend.collection_info, self._collection(request.collection))
-        return retriever_pb2.CollectionInfoResponse(name=info["name"], model=info["model"], dim=info["dim"],
-                                                    points=info["points"], engine=info["engine"],
-                                                    distance=info["distance"], hnsw_ready=info["hnsw_ready"])
+        collection = self._collection(request.collection)
+        offset = validation.int_range(request.paths_offset, "paths_offset", 0, 1 << 40)
+        limit = validation.int_range(request.paths_limit, "paths_limit", 0, MAX_PATHS_PAGE)
+        info = await asyncio.to_thread(self.backend.collection_info, collection)
+        resp = retriever_pb2.CollectionInfoResponse(
+            name=info["name"], model=info["model"], dim=info["dim"], points=info["points"], engine=info["engine"],
+            distance=info["distance"], hnsw_ready=info["hnsw_ready"],
+            corpus_fingerprint=info["corpus_fingerprint"], corpus_size=info["corpus_size"])
+        if limit:
+            resp.paths.extend(await asyncio.to_thread(self.backend.store.corpus_paths, collection, offset, limit))
+        return resp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

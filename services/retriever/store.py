@@ -18,6 +18,7 @@ ordered by smaller id first. So rank(t) = #{score > s_t} + #{score == s_t and id
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -32,11 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.paths import echo
 
 log = logging.getLogger("genir.retriever.store")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 META_FILE = "collection.json"
+MAX_OPEN_SHARDS = 4
 DISTANCE = "Cosine"
 
 
@@ -47,6 +50,10 @@ class CollectionMeta:
     dim: int
     distance: str = DISTANCE
     created: float = 0.0
+    # What `genir index` last made the collection hold (see services.common.paths.corpus_fingerprint);
+    # "" once anything else (Upsert, a failed or partial index) changed it: its ids then name no corpus.
+    corpus_fingerprint: str = ""
+    corpus_size: int = 0
 
 
 @dataclass
@@ -58,7 +65,7 @@ class Hit:
 
 def check_name(name: str) -> str:
     if not name or not NAME_RE.match(name):
-        raise InvalidArgument(f"collection: {name!r} is not a valid name (1-128 of letters, digits, '_', '-', '.', "
+        raise InvalidArgument(f"collection: {echo(name)} is not a valid name (1-128 of letters, digits, '_', '-', '.', "
                               f"starting with a letter or digit)")
     return name
 
@@ -126,6 +133,18 @@ class VectorStore(ABC):
     @abstractmethod
     def payloads(self, name: str, ids: list[int]) -> dict[int, dict]: ...
 
+    @abstractmethod
+    def _delete(self, name: str, ids: list[int]) -> None: ...
+
+    @abstractmethod
+    def _entries(self, name: str) -> dict[int, dict]: ...
+
+    @abstractmethod
+    def _vectors(self, name: str, ids: list[int]) -> dict[int, np.ndarray]: ...
+
+    @abstractmethod
+    def _write_meta(self, meta: CollectionMeta) -> None: ...
+
     def optimize(self, name: str) -> None:  # noqa: B027 - optional for engines
         """Build the HNSW index now (the embedded engine); a server does it by itself."""
 
@@ -177,6 +196,36 @@ class VectorStore(ABC):
             self._upsert(name, [int(i) for i in ids], vectors, payloads or [{} for _ in ids])
             self._mirror.pop(name, None)
 
+    def delete(self, name: str, ids) -> None:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return
+        with self._lock:
+            self._delete(name, ids)
+            self._mirror.pop(name, None)
+
+    def entries(self, name: str) -> dict[int, dict]:
+        """Every point's payload by id ({"path", "sha256"} for points `genir index` wrote)."""
+        with self._lock:
+            return self._entries(name)
+
+    def vectors(self, name: str, ids) -> dict[int, np.ndarray]:
+        with self._lock:
+            return self._vectors(name, [int(i) for i in ids])
+
+    def set_corpus(self, name: str, fingerprint: str, size: int) -> None:
+        """Record which corpus the collection now holds ("" = none known)."""
+        with self._lock:
+            meta = self.meta(name)
+            if (meta.corpus_fingerprint, meta.corpus_size) != (fingerprint, size):
+                meta.corpus_fingerprint, meta.corpus_size = fingerprint, int(size)
+                self._write_meta(meta)
+
+    def corpus_paths(self, name: str, offset: int, limit: int) -> list[str]:
+        """Paths of ids offset .. offset+limit-1 ("" where an id has no point)."""
+        ents = self.payloads(name, list(range(offset, offset + limit)))
+        return [str(ents.get(i, {}).get("path", "")) for i in range(offset, offset + limit)]
+
     def existing_ids(self, name: str) -> set[int]:
         with self._lock:
             ids, _ = self._scroll(name, with_vectors=False)
@@ -218,6 +267,10 @@ class VectorStore(ABC):
         return dict(asdict(meta), points=self.count(name), engine=self.engine, hnsw_ready=self.hnsw_ready(name))
 
 
+def _payload_dict(p) -> dict:
+    return dict(p or {})
+
+
 # ----------------------------------------------------------------------------------- embedded
 class EdgeStore(VectorStore):
     """qdrant-edge shards under `root/<collection>/shard`, metadata in `root/<collection>/collection.json`."""
@@ -232,7 +285,9 @@ class EdgeStore(VectorStore):
         self.hnsw = dict(m=hnsw_m, ef_construct=ef_construct, full_scan_threshold=full_scan_threshold_kb)
         self.indexing_threshold_kb = indexing_threshold_kb
         self.hnsw_ef = hnsw_ef
-        self._shards: dict = {}
+        # Each open shard runs its own threads (~8) and holds files: at most MAX_OPEN_SHARDS stay
+        # open, least recently used closed first (a later call reopens it from disk).
+        self._shards: collections.OrderedDict = collections.OrderedDict()
 
     def _dir(self, name: str) -> Path:
         return self.root / check_name(name)
@@ -261,22 +316,64 @@ class EdgeStore(VectorStore):
         if (d / "shard").exists():  # left by a crash between shard creation and metadata
             shutil.rmtree(d / "shard")
         d.mkdir(parents=True, exist_ok=True)
-        self._shards[meta.name] = qe.EdgeShard.create(str(d / "shard"), self._config(meta.dim))
+        self._keep_open(meta.name, qe.EdgeShard.create(str(d / "shard"), self._config(meta.dim)))
         # Metadata last, atomically: a crash before this leaves a shard without metadata, which
         # the next _create replaces (see _shard).
+        self._write_meta(meta)
+
+    def _write_meta(self, meta):
+        d = self._dir(meta.name)
         tmp = d / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(meta), indent=1))
-        os.replace(tmp, d / META_FILE)
+        try:
+            tmp.write_text(json.dumps(asdict(meta), indent=1))
+            os.replace(tmp, d / META_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _delete(self, name, ids):
+        import qdrant_edge as qe
+
+        shard = self._shard(name)
+        shard.update(qe.UpdateOperation.delete_points(ids))
+        shard.flush()
+
+    def _entries(self, name):
+        import qdrant_edge as qe
+
+        shard, out, offset = self._shard(name), {}, None
+        while True:
+            recs, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=10_000, with_payload=True,
+                                                         with_vector=False))
+            out.update((int(r.id), _payload_dict(r.payload)) for r in recs)
+            if offset is None:
+                return out
+
+    def _vectors(self, name, ids):
+        recs = self._shard(name).retrieve(ids, with_payload=False, with_vector=True)
+        return {int(r.id): np.asarray(r.vector if isinstance(r.vector, list) else r.vector[""], np.float32)
+                for r in recs}
 
     def _shard(self, name: str):
+        """The open shard of a collection (callers hold self._lock: a shard may be closed here)."""
         shard = self._shards.get(name)
         if shard is None:
             import qdrant_edge as qe
 
             meta = self.meta(name)
             shard = qe.EdgeShard.load(str(self._dir(name) / "shard"), self._config(meta.dim))
-            self._shards[name] = shard
+            self._keep_open(name, shard)
+        else:
+            self._shards.move_to_end(name)
         return shard
+
+    def _keep_open(self, name: str, shard) -> None:
+        self._shards[name] = shard
+        self._shards.move_to_end(name)
+        while len(self._shards) > MAX_OPEN_SHARDS:
+            old_name, old = self._shards.popitem(last=False)
+            old.flush()
+            old.close()
+            log.debug("closed shard %s (more than %d open)", old_name, MAX_OPEN_SHARDS)
 
     def _upsert(self, name, ids, vectors, payloads):
         import qdrant_edge as qe
@@ -386,7 +483,31 @@ class ServerStore(VectorStore):
         md = self.client.get_collection(name).config.metadata or {}
         if "genir_model" not in md:
             raise FailedPrecondition(f"collection {name!r} exists but was not created by genir (no model metadata)")
-        return CollectionMeta(name, md["genir_model"], int(md["genir_dim"]), DISTANCE, float(md.get("genir_created", 0)))
+        return CollectionMeta(name, md["genir_model"], int(md["genir_dim"]), DISTANCE, float(md.get("genir_created", 0)),
+                              str(md.get("genir_corpus", "")), int(md.get("genir_corpus_size", 0)))
+
+    def _write_meta(self, meta):
+        self.client.update_collection(meta.name, metadata={
+            "genir_model": meta.model, "genir_dim": meta.dim, "genir_created": meta.created,
+            "genir_corpus": meta.corpus_fingerprint, "genir_corpus_size": meta.corpus_size})
+
+    def _delete(self, name, ids):
+        from qdrant_client import models
+
+        self.client.delete(name, points_selector=models.PointIdsList(points=ids), wait=True)
+
+    def _entries(self, name):
+        out, offset = {}, None
+        while True:
+            recs, offset = self.client.scroll(name, limit=10_000, offset=offset, with_payload=True, with_vectors=False)
+            out.update((int(r.id), _payload_dict(r.payload)) for r in recs)
+            if offset is None:
+                return out
+
+    def _vectors(self, name, ids):
+        recs = self.client.retrieve(name, ids, with_payload=False, with_vectors=True)
+        return {int(r.id): np.asarray(r.vector if isinstance(r.vector, list) else r.vector[""], np.float32)
+                for r in recs}
 
     def _create(self, meta):
         from qdrant_client import models
@@ -441,11 +562,9 @@ class ServerStore(VectorStore):
 def qdrant_api_key() -> str | None:
     """The Qdrant server's API key: $GENIR_QDRANT_API_KEY_FILE (a mounted Secret) wins over
     $GENIR_QDRANT_API_KEY; never a flag, so it stays out of argv."""
-    path = os.environ.get("GENIR_QDRANT_API_KEY_FILE")
-    key = Path(path).read_text().strip() if path else os.environ.get("GENIR_QDRANT_API_KEY", "").strip()
-    if path and not key:
-        raise SystemExit(f"GENIR_QDRANT_API_KEY_FILE={path} is empty")
-    return key or None
+    from services.common.config import read_secret
+
+    return read_secret(os.environ.get("GENIR_QDRANT_API_KEY_FILE"), "GENIR_QDRANT_API_KEY")
 
 
 def open_store(store_path: str | None = None, qdrant_url: str | None = None, **edge_options) -> VectorStore:

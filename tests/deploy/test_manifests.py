@@ -446,7 +446,7 @@ def test_env_and_args_in_manifests_are_flags_the_services_accept(objects):
                 assert str(got).lower() == str(v).lower() or (isinstance(got, float) and got == float(v)), (k, got, v)
             checked.add(module)
     assert {"services.generator.server", "services.refiner.server", "services.retriever.server",
-            "orchestrator.server", "services.retriever.indexer", "services.refiner.triton_launcher",
+            "orchestrator.server", "genir.index_cli", "services.refiner.triton_launcher",
             "orchestrator.evaluation.cli", "orchestrator.evaluation.merge", "genir.tiny_models.cli"} <= checked
 
 

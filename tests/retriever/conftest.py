@@ -41,10 +41,10 @@ def index_cmd(model: Path, corpus: dict, collection: str, store: Path, *extra) -
             "--batch-size", 16, "--workers", 2, *extra]
 
 
-def run_index(*args, timeout: float = 120) -> tuple[dict, str]:
+def run_index(*args, timeout: float = 120, rc: int = 0) -> tuple[dict, str]:
     out = subprocess.run([str(a) for a in index_cmd(*args)], capture_output=True, text=True, env=proc_env(),
                          timeout=timeout)
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.returncode == rc, out.stdout + out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 

@@ -57,6 +57,6 @@ def test_clip_index_and_search(tiny_models, corpus, tmp_path):
     for i in (4, 33):
         q = emb.embed_images([Image.open(corpus["root"] / paths[i])])[0]
         hits = store.search("clip-coco", q, 3, exact=True)
-        assert hits[0].id == i and hits[0].payload == {"path": paths[i]}
+        assert hits[0].id == i and hits[0].payload["path"] == paths[i]
         assert store.rank("clip-coco", q, i) == 0
     store.close()

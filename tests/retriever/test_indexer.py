@@ -25,7 +25,7 @@ def test_kill_midway_then_resume(blip_model, corpus, tmp_path):
         src, dst = corpus["root"] / rel, root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.exists():
-            os.symlink(src, dst)
+            os.link(src, dst)     # not a symlink: links out of the image root are refused
     blocked = root / corpus["paths"][BLOCK_AT]
     blocked.unlink()
     os.mkfifo(blocked)
@@ -51,19 +51,21 @@ def test_kill_midway_then_resume(blip_model, corpus, tmp_path):
 
     blocked.unlink()
     shutil.copy(corpus["root"] / corpus["paths"][BLOCK_AT], blocked)
-    summary, err = run_index(blip_model, run, "coco", store)
+    summary, err = run_index(blip_model, run, "coco", store, rc=1)   # two skipped files: exit 1
     n = corpus["n_ok"]
-    assert summary["already"] == committed and summary["embedded"] == n - committed
-    assert summary["failed"] == 2 and summary["points"] == n
-    skipped = [line for line in err.splitlines() if "skipped" in line]
+    assert summary["kept"] == committed and summary["embedded"] == n - committed
+    assert summary["failed"] == 2 and summary["points"] == n and summary["fingerprint"] == ""
+    skipped = [line for line in err.splitlines() if "WARNING genir.index: skipped" in line]
     assert len(skipped) == 2 and "missing file" in skipped[0] and "image header" in skipped[1], skipped
+    assert "--allow-missing" in err
 
-    summary, _ = run_index(blip_model, run, "coco", store)   # idempotent
-    assert summary["embedded"] == 0 and summary["points"] == n
+    summary, _ = run_index(blip_model, run, "coco", store, "--allow-missing")   # idempotent
+    assert summary["embedded"] == 0 and summary["points"] == n and summary["kept"] == n
+    assert summary["fingerprint"].startswith(f"{n + 2}:")
 
     s = EdgeStore(store)
     ids, vecs = s.matrix("coco")
     assert len(ids) == len(set(ids.tolist())) == n and set(ids.tolist()) == set(range(n))
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
-    assert s.payloads("coco", [7]) == {7: {"path": corpus["paths"][7]}}
+    assert s.payloads("coco", [7])[7]["path"] == corpus["paths"][7]
     s.close()

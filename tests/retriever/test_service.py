@@ -37,7 +37,7 @@ def start_server(model_dir, tmp, *extra) -> tuple[Proc, str, int]:
 def blip(blip_model, corpus, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("retriever")
     store = tmp / "store"
-    summary, _ = run_index(blip_model, corpus, "coco", store)
+    summary, _ = run_index(blip_model, corpus, "coco", store, "--allow-missing")
     assert summary["points"] == corpus["n_ok"]
     s = EdgeStore(store)                       # read the stored vectors before the service owns the folder
     ids, vecs = s.matrix("coco")

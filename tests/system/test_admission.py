@@ -32,22 +32,22 @@ FLOOD = 12
 
 
 def _request(name: str, stub_channel, token: str):
-    """One slow-enough call per service: its coroutine factory."""
+    """One slow-enough call per service: its coroutine factory (every service requires the token)."""
+    md = (("authorization", f"Bearer {token}"),) if token else None
     if name == "generator":
         stub = generator_pb2_grpc.GeneratorStub(stub_channel)
         return lambda i: stub.Generate(generator_pb2.GenerateRequest(prompt=f"a red cube {i}", seed=i,
-                                                                     num_inference_steps=4), timeout=120)
+                                                                     num_inference_steps=4), timeout=120, metadata=md)
     if name == "refiner":
         stub = refiner_pb2_grpc.RefinerStub(stub_channel)
         return lambda i: stub.Refine(refiner_pb2.RefineRequest(
             caption="a dog on grass", feedback=f"it is brown {i}",
-            sampling=common_pb2.Sampling(max_new_tokens=24, seed=i)), timeout=120)
+            sampling=common_pb2.Sampling(max_new_tokens=24, seed=i)), timeout=120, metadata=md)
     if name == "retriever":
         stub = retriever_pb2_grpc.RetrieverStub(stub_channel)
         return lambda i: stub.EmbedTexts(retriever_pb2.EmbedTextsRequest(
-            texts=[f"a photo of thing {i} number {k}" for k in range(128)]), timeout=120)
+            texts=[f"a photo of thing {i} number {k}" for k in range(128)]), timeout=120, metadata=md)
     stub = orchestrator_pb2_grpc.OrchestratorStub(stub_channel)
-    md = (("authorization", f"Bearer {token}"),)
 
     async def dialog(i):
         call = stub.RunDialog(orchestrator_pb2.RunDialogRequest(
@@ -109,6 +109,7 @@ def test_open_client_streams_hold_their_slots(hardened):
     open, a third stream and a unary call are refused; once they finish, calls pass again."""
     stack = hardened.stack
     target = stack.target("retriever")
+    md = (("authorization", f"Bearer {hardened.token}"),)
 
     def upserts_started() -> float:  # counted by the interceptor right before its admission check
         return sample_sum(scrape(stack.metrics_port("retriever")), "grpc_server_started_total", grpc_method="Upsert")
@@ -123,7 +124,7 @@ def test_open_client_streams_hold_their_slots(hardened):
                 await release.wait()
 
             before = await asyncio.to_thread(upserts_started)
-            streams = [stub.Upsert(held(), timeout=60) for _ in range(MAX_INFLIGHT)]
+            streams = [stub.Upsert(held(), timeout=60, metadata=md) for _ in range(MAX_INFLIGHT)]
             for _ in range(200):  # no other call may reach the retriever until both streams are in
                 if await asyncio.to_thread(upserts_started) - before >= MAX_INFLIGHT:
                     break
@@ -131,12 +132,12 @@ def test_open_client_streams_hold_their_slots(hardened):
             assert not any(s.done() for s in streams), [await s for s in streams if s.done()]
             info = retriever_pb2.CollectionInfoRequest(collection="hard")
             with pytest.raises(grpc.aio.AioRpcError) as unary:
-                await stub.CollectionInfo(info, timeout=10)
+                await stub.CollectionInfo(info, timeout=10, metadata=md)
             with pytest.raises(grpc.aio.AioRpcError) as third:
-                await stub.Upsert(iter([retriever_pb2.UpsertRequest(collection="hard")]), timeout=10)
+                await stub.Upsert(iter([retriever_pb2.UpsertRequest(collection="hard")]), timeout=10, metadata=md)
             release.set()
             done = await asyncio.gather(*streams)
-            after = await stub.CollectionInfo(info, timeout=10)
+            after = await stub.CollectionInfo(info, timeout=10, metadata=md)
             return unary.value, third.value, done, after
 
     unary, third, done, after = asyncio.run(scenario())

@@ -275,7 +275,7 @@ ROWS = [
 
 
 def _headers(hardened, server):
-    return [f"authorization: Bearer {hardened.token}"] if server == "orchestrator" else None
+    return [f"authorization: Bearer {hardened.token}"]      # every genir service requires the token
 
 
 def send(hardened, row: Row) -> Outcome:
@@ -285,7 +285,7 @@ def send(hardened, row: Row) -> Outcome:
     target = stack.target(row.server)
     if row.via == "json":
         return via_grpcurl(target, row.method, row.payload, headers=_headers(hardened, row.server))
-    md = [("authorization", f"Bearer {hardened.token}")] if row.server == "orchestrator" else None
+    md = [("authorization", f"Bearer {hardened.token}")]
     streaming = {"raw": "", "raw-stream-out": "response", "raw-stream-in": "request"}[row.via]
     return via_bytes(target, row.method, row.payload, metadata=md, streaming=streaming)
 

@@ -384,7 +384,11 @@ def test_triton_killed_gives_unavailable_then_recovers_after_restart(refiner, tr
     assert not list(SHM_DIR.glob(triton.shm_prefix + "*"))  # the launcher removed the dead run's regions
     code, message = _code_and_message(lambda **kw: stub.Caption(request, timeout=30))
     assert code == grpc.StatusCode.UNAVAILABLE and "Triton" in message and triton.grpc_url in message
-    assert health_status(target) == 1  # the refiner stays SERVING; only its calls fail
+    # health follows Triton: NOT_SERVING within a few health checks (every 2 s), calls fail clearly
+    deadline = time.monotonic() + 15
+    while health_status(target) != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert health_status(target) == 2
 
     # restart on the same ports through the CLI (`genir serve triton`), as an operator would
     cli = Proc([sys.executable, "-m", "genir.cli", "serve", "triton", "--model", triton.model,
@@ -399,6 +403,10 @@ def test_triton_killed_gives_unavailable_then_recovers_after_restart(refiner, tr
         client.close()
         assert params["batch_invariant"]["string_value"] == "true" and params["num_threads"]["string_value"] == "1"
         assert stub.Caption(request, timeout=60).text == before  # same seed, same text, new server
+        deadline = time.monotonic() + 15
+        while health_status(target) != 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health_status(target) == 1                         # and SERVING again
     finally:
         assert cli.terminate(timeout=60) == 0, cli.log()  # SIGTERM is forwarded; clean exit
     prefix = re.search(r"shm-region-prefix-name=(\S+)", cli.log(tail=100_000)).group(1)

@@ -110,6 +110,10 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"model_path {path!r} is not a Hugging Face model folder "
                                                 "(no config.json)")
         self.limit = int(_parameter(config, "max_new_tokens_limit", "1024"))
+        # The same image bounds as the genir services (services/common/images.py), for clients
+        # that call Triton directly; PIL's own bomb check is replaced by these.
+        self.max_pixels = int(_parameter(config, "max_image_pixels", "40000000"))
+        self.max_request_pixels = int(_parameter(config, "max_request_pixels", "64000000"))
         self.batch_invariant = _parameter(config, "batch_invariant", "false").strip().lower() in ("1", "true", "yes")
         self.processor = AutoProcessor.from_pretrained(path)
         self.tokenizer = self.processor.tokenizer
@@ -197,11 +201,24 @@ class TritonPythonModel:
         return s
 
     def _images(self, row, expected):
+        from PIL import Image
+
         blobs = [b for b in row if b is not None and len(b) > 0]
         if len(blobs) != expected:
             raise BadRequest(f"images: {len(blobs)} given but the messages have {expected} image placeholders")
+        total = 0
+        for i, blob in enumerate(blobs):   # headers first: the budget holds before any pixel is decoded
+            try:
+                w, h = Image.open(io.BytesIO(bytes(blob))).size
+            except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
+                raise BadRequest(f"images[{i}]: cannot decode ({type(e).__name__}: {e})") from None
+            if w * h > self.max_pixels:
+                raise BadRequest(f"images[{i}]: {w}x{h} = {w * h} pixels, over the limit of {self.max_pixels}")
+            total += w * h
+        if total > self.max_request_pixels:
+            raise BadRequest(f"images: {total} pixels in all, over the per-request budget of {self.max_request_pixels}")
         out = []
-        for i, blob in enumerate(blobs):
+        for i, blob in enumerate(blobs):   # decoded (and preprocessed) once per distinct image
             try:
                 out.append(self.images.get(bytes(blob)))
             except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
