@@ -64,16 +64,23 @@ def check_request_pixels(items, max_pixels: int, max_request_pixels: int) -> Non
                               f"{max_request_pixels} pixels; send fewer or smaller images per call")
 
 
+def check_protos(items, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS) -> None:
+    """What can be checked of (genir.v1.Image, field) pairs from their headers alone: present, a
+    known format, each within the pixel cap, all within the request budget. Nothing is decoded."""
+    for msg, field in items:
+        if not msg.data:
+            decode_proto(msg, field, max_pixels)    # the missing/ref-only message, in words
+    check_request_pixels([(msg.data, field) for msg, field in items], max_pixels, max_request_pixels)
+
+
 async def decode_protos(items, max_pixels: int = DEFAULT_MAX_PIXELS,
                         max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS) -> list[Image.Image]:
     """Decode (genir.v1.Image, field) pairs of one request: budget first (headers only), then the
     pixels on a worker thread, at most DECODE_SLOTS requests at a time, so the event loop (and
     with it the health service) never waits on a decode."""
     global _slots
-    for msg, field in items:
-        if not msg.data:
-            decode_proto(msg, field, max_pixels)    # the missing/ref-only message, in words
-    check_request_pixels([(msg.data, field) for msg, field in items], max_pixels, max_request_pixels)
+    check_protos(items, max_pixels, max_request_pixels)
     if _slots is None:
         _slots = asyncio.Semaphore(DECODE_SLOTS)
     async with _slots:

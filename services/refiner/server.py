@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import secrets
 import time
 
@@ -117,6 +118,25 @@ def parse_source(source: int) -> str:
     return SOURCES[source]
 
 
+class FieldBytes(bytes):
+    """An image's bytes with the request field they came from, so an error from Triton about
+    "images[i]" of a prompt can name the field instead."""
+
+    def __new__(cls, data: bytes, field: str):
+        obj = super().__new__(cls, data)
+        obj.field = field
+        return obj
+
+
+def name_images(message: str, images: list) -> str:
+    """Triton's "images[i]" (the prompt's order) -> the request field of that image."""
+    def field(m: re.Match) -> str:
+        i = int(m.group(1))
+        return getattr(images[i], "field", m.group(0)) if i < len(images) else m.group(0)
+
+    return re.sub(r"images\[(\d+)\]", field, message)
+
+
 class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
     def __init__(self, vlm: TritonVLM, *, model_id: str, max_new_tokens: int, max_pixels: int,
                  max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS):
@@ -128,15 +148,16 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
 
     # ------------------------------------------------------------------ helpers
     async def _images(self, *specs: tuple) -> list[bytes | None]:
-        """Validated bytes of (msg, field, required) images of one request: decoded once here, so
-        corrupt data never reaches Triton, within one pixel budget for all of them. Decoding runs
-        on a bounded worker pool: a blocked event loop would space out concurrent calls beyond
-        Triton's batching window and stall health checks."""
+        """Bytes of (msg, field, required) images of one request, checked from their headers only
+        (format, per-image cap, one pixel budget for all): the Triton model decodes each distinct
+        image once and keeps it by content hash, so decoding here too would double the work for
+        every call. Data that is corrupt past its header comes back from Triton as INVALID_ARGUMENT
+        naming the image."""
         present = [(msg, field) for msg, field, required in specs
                    if required or (msg is not None and (msg.data or msg.ref))]
-        await images.decode_protos(present, self.max_pixels, self.max_request_pixels)
+        images.check_protos(present, self.max_pixels, self.max_request_pixels)
         chosen = {field for _, field in present}
-        return [bytes(msg.data) if field in chosen else None for msg, field, _ in specs]
+        return [FieldBytes(msg.data, field) if field in chosen else None for msg, field, _ in specs]
 
     async def _image(self, msg, field: str, required: bool = True) -> bytes | None:
         return (await self._images((msg, field, required)))[0]
@@ -149,7 +170,10 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
         sampling = resolve_sampling(sampling_msg, prompt.max_new_tokens, self.max_new_tokens)
         left = context.time_remaining()
         timeout = None if left is None else max(0.05, left - DEADLINE_MARGIN)
-        done = await self.vlm.generate(prompt.messages, prompt.images, sampling, timeout=timeout)
+        try:
+            done = await self.vlm.generate(prompt.messages, prompt.images, sampling, timeout=timeout)
+        except InvalidArgument as e:
+            raise InvalidArgument(name_images(e.message, prompt.images)) from None
         TRITON_SECONDS.labels(prompt.id.split("@")[0]).observe(done.seconds)
         TOKENS.labels("prompt").inc(done.prompt_tokens)
         TOKENS.labels("completion").inc(done.completion_tokens)

@@ -62,3 +62,23 @@ def test_jpeg_encoding_and_quality():
     with pytest.raises(InvalidArgument):
         encode_image(img, "TIFF")
     assert lo != hi
+
+
+def test_check_protos_reads_headers_only():
+    """The refiner's validation: a truncated image passes (only its header is read; the Triton
+    model, which decodes it once, reports the damage), a missing one, a bomb header and an
+    over-budget request do not."""
+    from genir.v1 import common_pb2
+    from services.common.images import check_protos
+
+    data = png_bytes(64, 64, (1, 2, 3))
+    check_protos([(common_pb2.Image(data=data[: len(data) // 2]), "target")], 40_000_000, 64_000_000)
+    for items, needle in [
+        ([(common_pb2.Image(), "target")], "target: required image is missing"),
+        ([(common_pb2.Image(data=png_header_only(20000, 20000)), "generated")], "generated: image is 20000x20000"),
+        ([(common_pb2.Image(data=png_header_only(5000, 5000)), "target"),
+          (common_pb2.Image(data=png_header_only(5000, 5000)), "generated")], "per-request budget"),
+    ]:
+        with pytest.raises(InvalidArgument) as e:
+            check_protos(items, 40_000_000, 40_000_000)
+        assert needle in e.value.message, e.value.message

@@ -206,12 +206,14 @@ class TritonPythonModel:
         blobs = [b for b in row if b is not None and len(b) > 0]
         if len(blobs) != expected:
             raise BadRequest(f"images: {len(blobs)} given but the messages have {expected} image placeholders")
-        total = 0
+        total, formats = 0, []
         for i, blob in enumerate(blobs):   # headers first: the budget holds before any pixel is decoded
             try:
-                w, h = Image.open(io.BytesIO(bytes(blob))).size
+                header = Image.open(io.BytesIO(bytes(blob)))
             except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
                 raise BadRequest(f"images[{i}]: cannot decode ({type(e).__name__}: {e})") from None
+            w, h = header.size
+            formats.append(header.format or "image")
             if w * h > self.max_pixels:
                 raise BadRequest(f"images[{i}]: {w}x{h} = {w * h} pixels, over the limit of {self.max_pixels}")
             total += w * h
@@ -222,7 +224,7 @@ class TritonPythonModel:
             try:
                 out.append(self.images.get(bytes(blob)))
             except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
-                raise BadRequest(f"images[{i}]: cannot decode ({type(e).__name__}: {e})") from None
+                raise BadRequest(f"images[{i}]: truncated or corrupt {formats[i]} data ({type(e).__name__}: {e})") from None
         return out
 
     def _parse(self, request):
