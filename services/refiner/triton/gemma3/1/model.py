@@ -432,7 +432,11 @@ class _RowSampler:
     """LogitsProcessor that samples each row with its own settings and its own seeded generator.
 
     The drawn token is returned as the only finite score of the row, so generate()'s greedy argmax
-    picks it. Rows with temperature 0 keep their (penalised) logits and are plain greedy.
+    picks it. Rows with temperature 0 keep their (penalised) logits and are plain greedy. Rows
+    with the same settings (usually all of them) are penalised, filtered and normalised together,
+    one tensor operation per step instead of one per row; only the draw is per row, from the row's
+    own generator. Every operation works row by row, so a row's result does not depend on its
+    batch-mates.
     """
 
     def __init__(self, torch, params, pad_lengths, device):
@@ -440,31 +444,50 @@ class _RowSampler:
         self.params = params
         self.starts = pad_lengths  # left padding to skip for the repetition penalty
         self.generators = [torch.Generator(device=device).manual_seed(p["seed"]) for p in params]
+        groups = {}
+        for i, p in enumerate(params):
+            key = (p["repetition_penalty"], p["temperature"], p["top_k"], p["top_p"])
+            groups.setdefault(key, []).append(i)
+        self.groups = [(key, torch.tensor(rows, device=device)) for key, rows in groups.items()]
+        self.start_t = torch.tensor(pad_lengths, device=device)
+
+    def _seen(self, input_ids, rows):
+        """Each row's tokens, its left padding replaced by its own first real token, so a
+        penalty applied over the whole width touches exactly the tokens the row has seen."""
+        torch = self.torch
+        ids = input_ids[rows]
+        starts = self.start_t[rows]
+        first = ids.gather(1, starts.clamp(max=ids.shape[1] - 1)[:, None])
+        pad = torch.arange(ids.shape[1], device=ids.device)[None, :] < starts[:, None]
+        return torch.where(pad, first, ids)
 
     def __call__(self, input_ids, scores):
         torch = self.torch
         scores = scores.float()
-        for i, p in enumerate(self.params):
-            row = scores[i]
-            if p["repetition_penalty"] != 1.0:
-                seen = input_ids[i, self.starts[i]:]
-                old = row.gather(0, seen)
-                row.scatter_(0, seen, torch.where(old < 0, old * p["repetition_penalty"],
-                                                  old / p["repetition_penalty"]))
-            if p["temperature"] <= 0:
+        for (penalty, temperature, top_k, top_p), rows in self.groups:
+            block = scores[rows]
+            if penalty != 1.0:
+                seen = self._seen(input_ids, rows)
+                old = block.gather(1, seen)
+                block.scatter_(1, seen, torch.where(old < 0, old * penalty, old / penalty))
+            if temperature <= 0:
+                scores[rows] = block
                 continue
-            logits = row / p["temperature"]
-            if 0 < p["top_k"] < logits.numel():
-                kth = torch.topk(logits, p["top_k"]).values[-1]
+            logits = block / temperature
+            if 0 < top_k < logits.shape[1]:
+                kth = torch.topk(logits, top_k, dim=1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
-            if p["top_p"] < 1.0:
-                ordered, order = torch.sort(logits, descending=True)
-                mass = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
-                drop = (mass - torch.softmax(ordered, dim=-1)) >= p["top_p"]  # keep the token that crosses top_p
-                logits = logits.scatter(0, order[drop], float("-inf"))
-            token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=self.generators[i])
-            row.fill_(float("-inf"))
-            row[token] = 0.0
+            if top_p < 1.0:
+                ordered, order = torch.sort(logits, dim=1, descending=True)
+                probs = torch.softmax(ordered, dim=1)
+                drop = (probs.cumsum(dim=1) - probs) >= top_p  # keep the token that crosses top_p
+                logits = logits.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), float("-inf"))
+            probs = torch.softmax(logits, dim=1)
+            block.fill_(float("-inf"))
+            for j, i in enumerate(rows.tolist()):
+                token = torch.multinomial(probs[j], 1, generator=self.generators[i])
+                block[j, token] = 0.0
+            scores[rows] = block
         return scores
 
 
