@@ -61,6 +61,17 @@ def _completion_tokens(row: list[int], stop: set[int]) -> int:
     return len(row)
 
 
+def _executions(triton) -> int:
+    """Triton's execute() calls of the model so far (1 per burst = all 8 rows in one generate())."""
+    import urllib.request
+
+    from tests.support.procs import sample_sum
+
+    with urllib.request.urlopen(triton.metrics_url, timeout=5) as r:
+        text = r.read().decode()
+    return int(sample_sum(text, "nv_inference_exec_count_total", model="gemma3"))
+
+
 def _direct(model_dir: Path):
     """The references, in this process: (sequential(png, seeds, tokens), batched(png, seeds, tokens))."""
     import torch
@@ -125,13 +136,15 @@ def run(quick: bool = False) -> dict:
             return stub.Caption(req, timeout=120).completion_tokens
 
         call(1), batched(png, list(range(n)), tokens)  # warm-up both paths
-        ours, ref, seq, alone_ours, alone_ref = [], [], [], [], []
+        ours, ref, seq, alone_ours, alone_ref, executions = [], [], [], [], [], []
         for rep in range(reps):
             seeds = [100 * rep + i for i in range(n)]
+            before = _executions(triton)
             t = time.perf_counter()
             with cf.ThreadPoolExecutor(n) as pool:
                 done = sum(pool.map(call, seeds))
             ours.append(done / (time.perf_counter() - t))
+            executions.append(_executions(triton) - before)
             t = time.perf_counter()
             done = batched(png, seeds, tokens)
             ref.append(done / (time.perf_counter() - t))
@@ -149,6 +162,7 @@ def run(quick: bool = False) -> dict:
                    "service_tokens_per_s": [round(x, 1) for x in ours],
                    "batched_generate_tokens_per_s": [round(x, 1) for x in ref],
                    "sequential_generate_tokens_per_s": [round(x, 1) for x in seq],
+                   "triton_executions_per_burst": executions,
                    "service_vs_sequential": round(statistics.median(ours) / statistics.median(seq), 3),
                    "single_request_service_s": round(statistics.median(alone_ours), 4),
                    "single_request_direct_s": round(statistics.median(alone_ref), 4),
