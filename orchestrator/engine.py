@@ -384,7 +384,10 @@ class Engine:
             query["fusion"].text = fit_chars(query["fusion"].text, validation.MAX_TEXT_CHARS)
         req = retriever_pb2.SearchRequest(collection=st.collection, top_k=st.top_k, **query)
         if st.target_id is not None:
-            req.target_id = st.target_id
+            # Simulated dialogs rank the whole corpus exactly, as the authors' scripts do: the hits
+            # (and prediction mode's top-1, which the simulated user then sees) never come from
+            # an approximate index.
+            req.target_id, req.exact = st.target_id, True
         with st.stage("retrieve"):
             resp = await self.backends.retriever.call("Search", req, deadline=st.deadline)
         st.record_backend("retrieve", resp.timings)

@@ -63,6 +63,10 @@ def counters(stack) -> dict[str, float]:
     return out
 
 
+def exact_searches(stack) -> float:
+    return sample_sum(scrape(stack.metrics_port("retriever")), "genir_retriever_search_seconds_count", exact="true")
+
+
 def run_dialog(stack, mode, rounds=ROUNDS, target_id="5", **kw):
     req = orchestrator_pb2.RunDialogRequest(target_id=target_id, mode=mode, rounds=rounds, **kw)
     return list(orch(stack).RunDialog(req, timeout=120))
@@ -145,8 +149,10 @@ def test_run_dialog_calls_per_mode(stack, mode):
     middle = PROMPTS[mode][2] if mode in PROMPTS else None
     middle_before = refiner_calls(stack, middle) if middle else 0
     kw = {"dialog": ["a dog on a beach", "is it sunny? yes", "any people? no"]} if mode == "chatir" else {}
+    exact_before = exact_searches(stack)
     rounds = run_dialog(stack, mode, **kw)
     after = counters(stack)
+    assert exact_searches(stack) - exact_before == after["Search"] - before["Search"] > 0  # all exact
     if mode in PROMPTS:  # the orchestrator asks the refiner for the stages the paper's scripts run
         first, refine, _ = PROMPTS[mode]
         assert [r.prompt_id for r in rounds] == [first] + [refine] * N
