@@ -15,95 +15,31 @@ index, stage), so the same request replays the same dialog.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import mimetypes
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
-
-from prometheus_client import Histogram
 
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
 from orchestrator.backends import Backends
 from orchestrator.datasets import Corpus
+from orchestrator.dialog import SEED_MASK, DialogState, Last
 from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step, fusion_weights, mode_name
-from orchestrator.settings import effective_render, fit_chars, resolve_preset, sampling_for
+from orchestrator.settings import effective_render, fit_chars, resolve_preset
 from services.common import validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.images import DEFAULT_MAX_PIXELS, decode_image
-from services.common.metrics import LATENCY_BUCKETS
 from services.common.paths import corpus_fingerprint, echo, first_difference_paged, resolve_in_root
 
 log = logging.getLogger("genir.orchestrator.engine")
 
-STAGES = ("generate", "retrieve", "compare", "refine", "caption", "critique")
-STAGE_SECONDS = Histogram("genir_stage_seconds", "Wall time of one dialog stage (all retries included).",
-                          ["stage"], buckets=LATENCY_BUCKETS)  # a stage with retries runs up to --call-budget
-MAX_ROUNDS = 20
+MAX_DIALOG_ROUNDS = 20          # RunDialog: rounds after round 0 (the paper uses 10)
 MAX_TOP_K = 100
-SEED_MASK = (1 << 63) - 1
 CORPUS_CHECK_TTL_S = 30.0     # a collection re-indexed meanwhile is noticed within this time
 CORPUS_PAGE = 10_000
-
-
-def derive_seed(base: int, key: str, index: int, stage: str = "round") -> int:
-    """A 63-bit seed that depends only on (base seed, target/session key, round, stage)."""
-    digest = hashlib.sha256(f"{base}|{key}|{index}|{stage}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & SEED_MASK
-
-
-@dataclass
-class Last:
-    """The previous round, as the next round's feedback needs it."""
-    query: str
-    image: common_pb2.Image | None
-    target_rank: int | None
-
-
-@dataclass
-class DialogState:
-    options: orchestrator_pb2.SessionOptions
-    collection: str
-    top_k: int
-    base_seed: int
-    key: str                                   # target id, or a session's fixed key
-    mode: str = "genir"
-    target_id: str | None = None
-    target: common_pb2.Image | None = None
-    dialog: tuple[str, ...] = ()
-    index: int = 0
-    deadline: float | None = None               # absolute time.monotonic()
-    timings: list = field(default_factory=list)
-    last: Last | None = None
-
-    def begin(self, index: int, deadline: float | None) -> None:
-        self.index, self.deadline, self.timings = index, deadline, []
-
-    def seed(self, stage: str = "round") -> int:
-        return derive_seed(self.base_seed, self.key, self.index, stage)
-
-    def sampling(self, stage: str) -> common_pb2.Sampling:
-        """The stage's seed plus the preset's sampling and token budget (settings.sampling_for)."""
-        return sampling_for(self.options, self.mode, stage, self.seed(stage))
-
-    @property
-    def prompt_set(self) -> str:
-        return self.options.prompt_set
-
-    @contextlib.contextmanager
-    def stage(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            seconds = time.perf_counter() - start
-            self.timings.append(common_pb2.Timing(stage=name, seconds=seconds))
-            STAGE_SECONDS.labels(name).observe(seconds)
 
 
 def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: str) -> orchestrator_pb2.SessionOptions:
@@ -168,7 +104,7 @@ class Engine:
     def dialog_state(self, request: orchestrator_pb2.RunDialogRequest) -> tuple[Mode, DialogState]:
         """Validate a RunDialogRequest and build the dialog's state (the target image is read later)."""
         name = mode_name(request.mode, session=False)
-        rounds = validation.int_range(request.rounds, "rounds", 0, MAX_ROUNDS)
+        rounds = validation.int_range(request.rounds, "rounds", 0, MAX_DIALOG_ROUNDS)
         options = resolve_options(request.options, self.collection)
         target_id = self.check_target(request.target_id)
         dialog = tuple(request.dialog)
