@@ -28,9 +28,16 @@ from orchestrator.backends import Backends
 from orchestrator.datasets import Corpus
 from orchestrator.dialog import SEED_MASK, DialogState, Last
 from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step, fusion_weights, mode_name
-from orchestrator.settings import effective_render, fit_chars, resolve_preset
+from orchestrator.settings import (
+    REFINER_MODES,
+    RENDERING_MODES,
+    effective_render,
+    effective_settings,
+    fit_chars,
+    resolve_preset,
+)
 from services.common import validation
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from services.common.images import DEFAULT_MAX_PIXELS, decode_image
 from services.common.paths import corpus_fingerprint, echo, first_difference_paged, resolve_in_root
 
@@ -275,6 +282,30 @@ class Engine:
             self._generator_info = await self.backends.generator.call("Info", generator_pb2.InfoRequest(),
                                                                       deadline=deadline)
         return self._generator_info
+
+    async def describe(self, mode: str, options: orchestrator_pb2.SessionOptions,
+                       deadline: float | None = None) -> tuple[dict[str, str], dict]:
+        """(model ids, effective settings) of a dialog of `mode` under `options`, as this engine's
+        backends report them; a backend that does not answer is written as unknown."""
+        name = mode_name(mode, session=False)
+        opts = resolve_options(options, self.collection)
+        dl = self._deadline(deadline)
+
+        async def ask(backend, method, req):
+            try:
+                return await backend.call(method, req, deadline=dl)
+            except ServiceError as e:
+                log.warning("describe: %s %s: %s", backend.name, method, e)
+                return None
+
+        gen = await ask(self.backends.generator, "Info", generator_pb2.InfoRequest()) \
+            if name in RENDERING_MODES else None
+        ref = await ask(self.backends.refiner, "Info", refiner_pb2.RefinerInfoRequest()) \
+            if name in REFINER_MODES else None
+        col = await ask(self.backends.retriever, "CollectionInfo",
+                        retriever_pb2.CollectionInfoRequest(collection=opts.collection))
+        models = {"generator": gen and gen.model, "refiner": ref and ref.model, "retriever": col and col.model}
+        return {k: v for k, v in models.items() if v}, effective_settings(opts, name, gen, ref)
 
     async def render(self, st: DialogState, query: str) -> tuple[common_pb2.Image, str]:
         """(image, rendered query): the query as rendered when it had to be cut, else "".

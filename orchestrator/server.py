@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import time
@@ -178,6 +179,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return common_pb2.Image(data=pic.data, mime_type=pic.mime_type, width=pic.width, height=pic.height)
 
     # ------------------------------------------------------------------ simulated dialogs
+    async def Describe(self, request, context):
+        models, settings = await self.engine.describe(request.mode, request.options, _deadline(context))
+        return orchestrator_pb2.DescribeResponse(models=models, settings_json=json.dumps(settings, sort_keys=True))
+
     async def RunDialog(self, request, context):
         async for rnd in self.engine.run_dialog(request, deadline=_deadline(context)):
             yield rnd
