@@ -88,7 +88,7 @@ async def _capacities(stack, records: list[dict], out: Path, image_root: Path, c
         retriever_pb2,
         retriever_pb2_grpc,
     )
-    from orchestrator.engine import derive_seed
+    from orchestrator.dialog import derive_seed
     from services.common.presets import FAMILIES
 
     sd3 = FAMILIES["StableDiffusion3Pipeline"]

@@ -97,6 +97,15 @@ class Client:
         async for rnd in self.stub.RunDialog(request, **self._kw(timeout)):
             yield rnd
 
+    async def describe(self, mode: str, options: orchestrator_pb2.SessionOptions | None = None,
+                       timeout: float | None = None) -> tuple[dict[str, str], dict]:
+        """(model ids, effective settings) of a dialog of `mode`, as the orchestrator's backends report them."""
+        import json
+
+        resp = await self.stub.Describe(orchestrator_pb2.DescribeRequest(mode=mode, options=options),
+                                        **self._kw(timeout or 60))
+        return dict(resp.models), json.loads(resp.settings_json or "{}")
+
     # -------------------------------------------------------------- lifetime
     async def close(self) -> None:
         await self.channel.close()

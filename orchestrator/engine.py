@@ -15,101 +15,38 @@ index, stage), so the same request replays the same dialog.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import mimetypes
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
-
-from prometheus_client import Histogram
 
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
 from orchestrator.backends import Backends
 from orchestrator.datasets import Corpus
+from orchestrator.dialog import SEED_MASK, DialogState, Last
 from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step, fusion_weights, mode_name
-from orchestrator.settings import effective_render, fit_chars, resolve_preset, sampling_for
+from orchestrator.settings import (
+    REFINER_MODES,
+    RENDERING_MODES,
+    effective_render,
+    effective_settings,
+    fit_chars,
+    resolve_preset,
+)
 from services.common import validation
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from services.common.images import DEFAULT_MAX_PIXELS, decode_image
-from services.common.metrics import LATENCY_BUCKETS
 from services.common.paths import corpus_fingerprint, echo, first_difference_paged, resolve_in_root
 
 log = logging.getLogger("genir.orchestrator.engine")
 
-STAGES = ("generate", "retrieve", "compare", "refine", "caption", "critique")
-STAGE_SECONDS = Histogram("genir_stage_seconds", "Wall time of one dialog stage (all retries included).",
-                          ["stage"], buckets=LATENCY_BUCKETS)  # a stage with retries runs up to --call-budget
-MAX_ROUNDS = 20
+MAX_DIALOG_ROUNDS = 20          # RunDialog: rounds after round 0 (the paper uses 10)
 MAX_TOP_K = 100
-SEED_MASK = (1 << 63) - 1
 CORPUS_CHECK_TTL_S = 30.0     # a collection re-indexed meanwhile is noticed within this time
 CORPUS_PAGE = 10_000
-
-
-def derive_seed(base: int, key: str, index: int, stage: str = "round") -> int:
-    """A 63-bit seed that depends only on (base seed, target/session key, round, stage)."""
-    digest = hashlib.sha256(f"{base}|{key}|{index}|{stage}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & SEED_MASK
-
-
-@dataclass
-class Last:
-    """The previous round, as the next round's feedback needs it."""
-    query: str
-    image: common_pb2.Image | None
-    target_rank: int | None
-
-
-@dataclass
-class DialogState:
-    options: orchestrator_pb2.SessionOptions
-    collection: str
-    top_k: int
-    base_seed: int
-    key: str                                   # target id, or a session's fixed key
-    mode: str = "genir"
-    target_id: str | None = None
-    target: common_pb2.Image | None = None
-    dialog: tuple[str, ...] = ()
-    index: int = 0
-    deadline: float | None = None               # absolute time.monotonic()
-    timings: list = field(default_factory=list)
-    backend_timings: list = field(default_factory=list)
-    last: Last | None = None
-
-    def begin(self, index: int, deadline: float | None) -> None:
-        self.index, self.deadline, self.timings = index, deadline, []
-        self.backend_timings = []
-
-    def record_backend(self, stage: str, timings) -> None:
-        """A backend's own timings of one call, kept as "<stage>.<its stage>"."""
-        self.backend_timings += [common_pb2.Timing(stage=f"{stage}.{t.stage}", seconds=t.seconds) for t in timings]
-
-    def seed(self, stage: str = "round") -> int:
-        return derive_seed(self.base_seed, self.key, self.index, stage)
-
-    def sampling(self, stage: str) -> common_pb2.Sampling:
-        """The stage's seed plus the preset's sampling and token budget (settings.sampling_for)."""
-        return sampling_for(self.options, self.mode, stage, self.seed(stage))
-
-    @property
-    def prompt_set(self) -> str:
-        return self.options.prompt_set
-
-    @contextlib.contextmanager
-    def stage(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            seconds = time.perf_counter() - start
-            self.timings.append(common_pb2.Timing(stage=name, seconds=seconds))
-            STAGE_SECONDS.labels(name).observe(seconds)
 
 
 def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: str) -> orchestrator_pb2.SessionOptions:
@@ -174,7 +111,7 @@ class Engine:
     def dialog_state(self, request: orchestrator_pb2.RunDialogRequest) -> tuple[Mode, DialogState]:
         """Validate a RunDialogRequest and build the dialog's state (the target image is read later)."""
         name = mode_name(request.mode, session=False)
-        rounds = validation.int_range(request.rounds, "rounds", 0, MAX_ROUNDS)
+        rounds = validation.int_range(request.rounds, "rounds", 0, MAX_DIALOG_ROUNDS)
         options = resolve_options(request.options, self.collection)
         target_id = self.check_target(request.target_id)
         dialog = tuple(request.dialog)
@@ -348,6 +285,30 @@ class Engine:
             self._generator_info = await self.backends.generator.call("Info", generator_pb2.InfoRequest(),
                                                                       deadline=deadline)
         return self._generator_info
+
+    async def describe(self, mode: str, options: orchestrator_pb2.SessionOptions,
+                       deadline: float | None = None) -> tuple[dict[str, str], dict]:
+        """(model ids, effective settings) of a dialog of `mode` under `options`, as this engine's
+        backends report them; a backend that does not answer is written as unknown."""
+        name = mode_name(mode, session=False)
+        opts = resolve_options(options, self.collection)
+        dl = self._deadline(deadline)
+
+        async def ask(backend, method, req):
+            try:
+                return await backend.call(method, req, deadline=dl)
+            except ServiceError as e:
+                log.warning("describe: %s %s: %s", backend.name, method, e)
+                return None
+
+        gen = await ask(self.backends.generator, "Info", generator_pb2.InfoRequest()) \
+            if name in RENDERING_MODES else None
+        ref = await ask(self.backends.refiner, "Info", refiner_pb2.RefinerInfoRequest()) \
+            if name in REFINER_MODES else None
+        col = await ask(self.backends.retriever, "CollectionInfo",
+                        retriever_pb2.CollectionInfoRequest(collection=opts.collection))
+        models = {"generator": gen and gen.model, "refiner": ref and ref.model, "retriever": col and col.model}
+        return {k: v for k, v in models.items() if v}, effective_settings(opts, name, gen, ref)
 
     async def render(self, st: DialogState, query: str) -> tuple[common_pb2.Image, str]:
         """(image, rendered query): the query as rendered when it had to be cut, else "".

@@ -1,6 +1,7 @@
 """Dialog modes as small strategies over one round engine (the method and baselines: docs/method.md).
 
-A mode answers three questions; the engine does everything else (seeds, timings, deadlines,
+A mode answers three questions through four verbs of the engine (`RoundServices`: render,
+search, refiner, corpus_image); the engine does everything else (seeds, timings, deadlines,
 target rank, delivery, persistence):
   first(st)  -> the simulated user's round-0 query (the VLM sees the target),
   follow(st) -> the simulated user's next query from the previous round (st.last),
@@ -14,16 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from genir.v1 import common_pb2, refiner_pb2, retriever_pb2
 from orchestrator.datasets import chatir_query
+from orchestrator.dialog import DialogState
 from services.common.errors import InvalidArgument
 
-if TYPE_CHECKING:  # pragma: no cover
-    from orchestrator.engine import DialogState, Engine
-
 log = logging.getLogger("genir.orchestrator.modes")
+
+
+class RoundServices(Protocol):
+    """All a mode may ask of the engine (orchestrator.engine.Engine implements it)."""
+
+    async def render(self, st: DialogState, query: str) -> tuple[common_pb2.Image, str]: ...
+
+    async def search(self, st: DialogState, **query) -> retriever_pb2.SearchResponse: ...
+
+    async def refiner(self, stage: str, method: str, st: DialogState, req) -> refiner_pb2.RefinerResponse: ...
+
+    def corpus_image(self, hit) -> common_pb2.Image: ...
 
 
 @dataclass
@@ -48,28 +59,28 @@ class Mode:
     session = True        # usable in human-in-the-loop sessions
     target_image = True   # the simulated user needs to see the target
 
-    def __init__(self, eng: "Engine"):
-        self.eng = eng
+    def __init__(self, services: RoundServices):
+        self.svc = services
 
-    async def first(self, st: "DialogState") -> Step:
+    async def first(self, st: DialogState) -> Step:
         raise NotImplementedError
 
-    async def follow(self, st: "DialogState") -> Step:
+    async def follow(self, st: DialogState) -> Step:
         raise NotImplementedError
 
-    async def show(self, st: "DialogState", query: str) -> Shown:
+    async def show(self, st: DialogState, query: str) -> Shown:
         raise NotImplementedError
 
     # shared verbs ------------------------------------------------------------------
     async def _caption(self, st, style) -> Step:
-        r = await self.eng.refiner("caption", "Caption", st, refiner_pb2.CaptionRequest(
+        r = await self.svc.refiner("caption", "Caption", st, refiner_pb2.CaptionRequest(
             target=st.target, style=style, sampling=st.sampling("caption"), prompt_set=st.prompt_set))
         return Step(r.text, "", r.prompt_id)
 
     async def _compare_refine(self, st, *, pass_shown: bool = False) -> Step:
         last = st.last
         style = refiner_pb2.CAPTION_STYLE_RETRIEVAL if pass_shown else refiner_pb2.CAPTION_STYLE_GENERATION
-        cmp = await self.eng.refiner("compare", "Compare", st, refiner_pb2.CompareRequest(
+        cmp = await self.svc.refiner("compare", "Compare", st, refiner_pb2.CompareRequest(
             target=st.target, generated=last.image, caption=last.query, sampling=st.sampling("compare"),
             prompt_set=st.prompt_set, style=style))
         if not cmp.text.strip():
@@ -81,16 +92,16 @@ class Mode:
             req.generated.CopyFrom(last.image)
             if last.target_rank is not None:
                 req.shown_rank = last.target_rank
-        ref = await self.eng.refiner("refine", "Refine", st, req)
+        ref = await self.svc.refiner("refine", "Refine", st, req)
         return Step(ref.text, cmp.text, ref.prompt_id)
 
     async def _render(self, st, query) -> Shown:
         """The rendering of `query` (cut to the generator's limits first when too long)."""
-        image, rendered = await self.eng.render(st, query)
+        image, rendered = await self.svc.render(st, query)
         return Shown(image, rendered_query=rendered)
 
     async def _search(self, st, **query) -> Shown:
-        resp = await self.eng.search(st, **query)
+        resp = await self.svc.search(st, **query)
         return Shown(None, list(resp.hits), resp.target_rank if resp.HasField("target_rank") else None)
 
 
@@ -127,11 +138,11 @@ class Verbal(Mode):
 
     async def follow(self, st):
         last = st.last
-        crit = await self.eng.refiner("critique", "Critique", st, refiner_pb2.CritiqueRequest(
+        crit = await self.svc.refiner("critique", "Critique", st, refiner_pb2.CritiqueRequest(
             target=st.target, caption=last.query, sampling=st.sampling("critique"), prompt_set=st.prompt_set))
         if not crit.text.strip():
             return _unchanged(st, "critique")
-        ref = await self.eng.refiner("refine", "Refine", st, refiner_pb2.RefineRequest(
+        ref = await self.svc.refiner("refine", "Refine", st, refiner_pb2.RefineRequest(
             caption=last.query, feedback=crit.text, target=st.target, sampling=st.sampling("refine"),
             prompt_set=st.prompt_set, feedback_source=refiner_pb2.FEEDBACK_SOURCE_CRITIQUE))
         return Step(ref.text, crit.text, ref.prompt_id)
@@ -154,7 +165,7 @@ class Prediction(Mode):
     async def show(self, st, query):
         shown = await self._search(st, text=query)
         if shown.hits:
-            shown.image = await asyncio.to_thread(self.eng.corpus_image, shown.hits[0])   # file read + decode
+            shown.image = await asyncio.to_thread(self.svc.corpus_image, shown.hits[0])   # file read + decode
         return shown
 
 

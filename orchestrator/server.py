@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import time
@@ -168,13 +169,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return self.store.get_image(request.ref)
 
     async def GetCorpusImage(self, request, context):
-        self._auth(context)
         rel, max_side = parse_get_corpus_image(request, self.engine.collection, self.engine.corpus)
         # decoding and scaling run off the event loop
         pic = await asyncio.to_thread(self.corpus_images.get, rel, max_side)
         return common_pb2.Image(data=pic.data, mime_type=pic.mime_type, width=pic.width, height=pic.height)
 
     # ------------------------------------------------------------------ simulated dialogs
+    async def Describe(self, request, context):
+        models, settings = await self.engine.describe(request.mode, request.options, _deadline(context))
+        return orchestrator_pb2.DescribeResponse(models=models, settings_json=json.dumps(settings, sort_keys=True))
+
     async def RunDialog(self, request, context):
         async for rnd in self.engine.run_dialog(request, deadline=_deadline(context)):
             yield rnd

@@ -24,7 +24,7 @@ from genir.v1 import common_pb2, orchestrator_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paths import echo
 
-MAX_ROUNDS = 50   # per session: keeps GetSession and the stored history bounded
+MAX_SESSION_ROUNDS = 50   # per session: keeps GetSession and the stored history bounded
 
 _REF = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|img)$")
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -158,8 +158,8 @@ class SessionStore:
 
     @staticmethod
     def check_room(rounds: list) -> None:
-        if len(rounds) >= MAX_ROUNDS:
-            raise FailedPrecondition(f"session: it has reached the limit of {MAX_ROUNDS} rounds; "
+        if len(rounds) >= MAX_SESSION_ROUNDS:
+            raise FailedPrecondition(f"session: it has reached the limit of {MAX_SESSION_ROUNDS} rounds; "
                                      f"start a new session with the current query")
 
     def rounds(self, session_id: str, inline: bool, inline_budget: int = 1 << 62) -> list[orchestrator_pb2.Round]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2
+from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2
 from services.common import presets
 from services.common.errors import InvalidArgument
 from services.refiner.prompts import PROMPT_SETS
@@ -97,6 +97,31 @@ def refiner_settings(opts: orchestrator_pb2.SessionOptions, mode: str) -> dict:
                 "repetition_penalty": round(s.repetition_penalty, 6)}
     else:
         out["sampling"] = "refiner defaults"
+    return out
+
+
+RENDERING_MODES = ("genir", "fusion")
+REFINER_MODES = ("genir", "fusion", "verbal", "prediction")
+
+
+def effective_settings(opts: orchestrator_pb2.SessionOptions, mode: str,
+                       generator: generator_pb2.GeneratorInfo | None,
+                       refiner: refiner_pb2.RefinerInfo | None) -> dict:
+    """Every setting a run of `mode` uses under `opts`, defaults resolved from the services' Info
+    (None where a service did not answer: written as unknown, never guessed)."""
+    out: dict = {"preset": opts.preset}
+    if mode in RENDERING_MODES:
+        out["render"] = (effective_render(opts, generator).effective(generator) if generator is not None
+                         else {"unknown": "the generator did not answer Info"})
+    if mode in REFINER_MODES:
+        ref = out["refiner"] = refiner_settings(opts, mode)
+        if refiner is not None:
+            if not opts.prompt_set:
+                ref["prompt_set"] = refiner.default_prompt_set
+            if opts.preset != "paper":
+                ref |= {"temperature": round(refiner.temperature, 6), "top_p": round(refiner.top_p, 6),
+                        "top_k": refiner.top_k, "repetition_penalty": round(refiner.repetition_penalty, 6)}
+                ref.pop("sampling", None)
     return out
 
 

@@ -116,6 +116,29 @@ class GetCorpusImageRequest(_message.Message):
     max_side: int
     def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ..., max_side: _Optional[int] = ...) -> None: ...
 
+class DescribeRequest(_message.Message):
+    __slots__ = ("mode", "options")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    options: SessionOptions
+    def __init__(self, mode: _Optional[str] = ..., options: _Optional[_Union[SessionOptions, _Mapping]] = ...) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("models", "settings_json")
+    class ModelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.ScalarMap[str, str]
+    settings_json: str
+    def __init__(self, models: _Optional[_Mapping[str, str]] = ..., settings_json: _Optional[str] = ...) -> None: ...
+
 class Round(_message.Message):
     __slots__ = ("index", "query", "generated", "hits", "feedback", "timings", "target_rank", "seed", "session_id", "prompt_id", "query_cut", "rendered_query", "backend_timings")
     INDEX_FIELD_NUMBER: _ClassVar[int]

@@ -76,6 +76,11 @@ class OrchestratorStub:
                 request_serializer=genir_dot_v1_dot_orchestrator__pb2.GetCorpusImageRequest.SerializeToString,
                 response_deserializer=genir_dot_v1_dot_common__pb2.Image.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/genir.v1.Orchestrator/Describe',
+                request_serializer=genir_dot_v1_dot_orchestrator__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=genir_dot_v1_dot_orchestrator__pb2.DescribeResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -134,6 +139,14 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """The model ids and every effective setting a dialog of `mode` under `options` would use, as
+        the orchestrator's backends report them (what `genir eval` writes beside its results).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +184,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.GetCorpusImage,
                     request_deserializer=genir_dot_v1_dot_orchestrator__pb2.GetCorpusImageRequest.FromString,
                     response_serializer=genir_dot_v1_dot_common__pb2.Image.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=genir_dot_v1_dot_orchestrator__pb2.DescribeRequest.FromString,
+                    response_serializer=genir_dot_v1_dot_orchestrator__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -368,6 +386,33 @@ class Orchestrator:
             '/genir.v1.Orchestrator/GetCorpusImage',
             genir_dot_v1_dot_orchestrator__pb2.GetCorpusImageRequest.SerializeToString,
             genir_dot_v1_dot_common__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genir.v1.Orchestrator/Describe',
+            genir_dot_v1_dot_orchestrator__pb2.DescribeRequest.SerializeToString,
+            genir_dot_v1_dot_orchestrator__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

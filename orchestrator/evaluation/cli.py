@@ -228,23 +228,29 @@ def finish(out: Path, result, cfg: EvalConfig, image_root, export, report_max: i
     return summary
 
 
-async def _with_models(args, cfg: EvalConfig) -> EvalConfig:
+async def _with_models(source, cfg: EvalConfig) -> EvalConfig:
     """Add the model ids the backends report (--models wins where both name a role) and every
-    effective setting the run will use (the preset applied to the generator's family)."""
-    from orchestrator.evaluation.embedded import discover
+    effective setting the run will use, asked through the same path as the dialogs (the
+    orchestrator's Describe, or the in-process engine), so they are what the run really uses."""
+    import grpc
 
-    found, effective = await discover(args.generator, args.refiner, args.retriever, args.collection,
-                                      check_options(cfg), cfg.mode)
+    try:
+        found, effective = await source.describe(cfg.mode, check_options(cfg))
+    except grpc.aio.AioRpcError as e:
+        if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED):
+            raise EvalError(f"orchestrator Describe: {e.details()}") from None
+        log.warning("orchestrator Describe: %s; the run's settings are recorded as unknown", e.code().name)
+        found, effective = {}, {"unknown": f"the orchestrator did not describe the run ({e.code().name})"}
     return replace(cfg, models=found | cfg.models, effective=effective)
 
 
 async def _run(args, cfg, targets, shard) -> int:
-    cfg = await _with_models(args, cfg)
     if args.retriever and args.collection and not args.embedded:
         # says where the lists differ; without --retriever the orchestrator refuses with the counts
         await check_collection_corpus(args.retriever, args.collection, load_corpus(args.corpus).paths, args.token)
     source = make_source(args)
     try:
+        cfg = await _with_models(source, cfg)
         runner = EvalRunner(source, targets, cfg, args.out)
         result = await runner.run()
     finally:

@@ -70,7 +70,7 @@ class EvalConfig:
     max_new_tokens: int = 0             # 0 = the preset's per-stage budgets
     guidance: float | None = None       # None = the preset's (or the generator's)
     chatir_per_round: bool = False      # chatir: round t's string alone, not the joined prefix
-    effective: dict = field(default_factory=dict)  # every value the services use (cli.discover)
+    effective: dict = field(default_factory=dict)  # every value the services use (Orchestrator.Describe)
     label: str = ""               # name of this run in merged comparisons; "" = the mode
     retries: int = 3              # extra attempts per dialog on a transient failure
     retry_backoff_s: float = 1.0
@@ -207,6 +207,9 @@ class GrpcDialogSource:
     async def fetch_image(self, ref: str) -> common_pb2.Image:
         return await self.client.get_image(ref)
 
+    async def describe(self, mode: str, options) -> tuple[dict[str, str], dict]:
+        return await self.client.describe(mode, options)
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -216,6 +219,9 @@ class EngineDialogSource:
 
     def __init__(self, engine):
         self.engine = engine
+
+    async def describe(self, mode: str, options) -> tuple[dict[str, str], dict]:
+        return await self.engine.describe(mode, options)
 
     async def run_dialog(self, request, timeout: float) -> AsyncIterator[orchestrator_pb2.Round]:
         # The runner bounds the whole dialog with its own timeout.

@@ -75,6 +75,9 @@ class Limits:
     max_sequence_length: int | None  # passed to the pipeline when it has a long-text encoder
 
 
+OFFLOAD_MODES = ("none", "model", "sequential")
+
+
 def resolve_device(device: str = "auto") -> str:
     import torch
 
@@ -99,7 +102,7 @@ class Pipeline:
     def __init__(self, path: str | Path, *, model_id: str | None = None, device: str = "auto",
                  dtype: str = "auto", drop_t5: bool = False, compile: bool = False,
                  attention_slicing: bool = False, vae_tiling: bool = False, batch_invariant: bool = True,
-                 max_sequence_length: int = 0):
+                 max_sequence_length: int = 0, offload: str = "none"):
         self.path = Path(path)
         self.model_id = model_id or self.path.resolve().name
         self.device = resolve_device(device)
@@ -108,6 +111,9 @@ class Pipeline:
         self.compile = compile
         self.attention_slicing = attention_slicing
         self.vae_tiling = vae_tiling
+        if offload not in OFFLOAD_MODES:
+            raise ValueError(f"offload: {offload!r} is not one of {OFFLOAD_MODES}")
+        self.offload = offload
         self.batch_invariant = batch_invariant
         self.requested_max_sequence_length = max_sequence_length
         self.pipe = None
@@ -122,7 +128,7 @@ class Pipeline:
         return cls(args.model, model_id=args.model_id, device=args.device, dtype=args.dtype,
                    drop_t5=args.drop_t5, compile=args.compile, attention_slicing=args.attention_slicing,
                    vae_tiling=args.vae_tiling, batch_invariant=args.batch_invariant,
-                   max_sequence_length=args.max_sequence_length)
+                   max_sequence_length=args.max_sequence_length, offload=getattr(args, "offload", "none"))
 
     # ------------------------------------------------------------------ loading
     def load(self) -> "Pipeline":
@@ -148,7 +154,12 @@ class Pipeline:
         """Serve an already-assembled pipeline (load() and benchmarks): device, switches, limits."""
         import torch
 
-        pipe.to(self.device)
+        if self.offload == "model":      # each component moves to the GPU only for its own forward pass
+            pipe.enable_model_cpu_offload(device=self.device)
+        elif self.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         self.dtype = getattr(pipe, "dtype", None) or resolve_dtype(self.dtype_name, self.device)
         if self.batch_invariant:

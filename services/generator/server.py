@@ -21,7 +21,7 @@ from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
 from services.generator.backends import BackendError, build_backend
 from services.generator.batching import METRICS
-from services.generator.pipeline import DTYPES, Item, Pipeline
+from services.generator.pipeline import DTYPES, OFFLOAD_MODES, Item, Pipeline, resolve_device
 
 log = logging.getLogger("genir.generator")
 
@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("drop-t5", default=False, bool_flag=True, help="load SD3.5 without its T5 encoder (text_encoder_3=None)")
     f("attention-slicing", default=False, bool_flag=True, help="sliced attention: less memory, slower")
     f("vae-tiling", default=False, bool_flag=True, help="tiled VAE decode for large sizes: less memory")
+    f("offload", default="none", choices=OFFLOAD_MODES,
+      help="keep pipeline parts in CPU memory and move each to the GPU only while it runs: 'model' (whole "
+           "components; fits SD3.5-Large with T5 on a 24 GB card, a little slower) or 'sequential' (layer by "
+           "layer; least memory, much slower). GPU only")
     f("batch-invariant", default=True, bool_flag=True,
       help="make each image independent of the batch it ran in (bit-identical alone or batched)")
 
@@ -228,6 +232,10 @@ def main(args) -> int:
         if getattr(args, flag) < 1:
             log.error("--%s must be >= 1 (got %s)", flag.replace("_", "-"), getattr(args, flag))
             return 2
+    if args.offload != "none" and resolve_device(args.device) != "cuda":
+        log.error("--offload %s moves pipeline parts onto a GPU while they run; this generator runs on %s",
+                  args.offload, resolve_device(args.device))
+        return 2
     config.log_config(SERVICE, args)
     try:
         backend, batcher, servicer = build(args)

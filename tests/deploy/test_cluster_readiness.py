@@ -137,7 +137,7 @@ def slowest_call(server: str) -> float:
     args = p.parse_args([])
     return {"generator": args.generator_timeout, "refiner": args.refiner_timeout,
             "retriever": args.retriever_timeout,
-            "orchestrator": (engine.MAX_ROUNDS + 1) * args.round_timeout}[server]  # a whole RunDialog
+            "orchestrator": (engine.MAX_DIALOG_ROUNDS + 1) * args.round_timeout}[server]  # a whole RunDialog
 
 
 def test_every_server_recycles_connections_with_a_grace_longer_than_its_slowest_call(objects, monkeypatch):
@@ -346,7 +346,7 @@ def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(objects):
 
 # --------------------------------------------------------------------------- 9. histogram buckets
 def test_latency_buckets_are_fine_around_the_slo_and_reach_the_longest_call():
-    from orchestrator.engine import STAGE_SECONDS
+    from orchestrator.dialog import STAGE_SECONDS
     from services.common.metrics import LATENCY_BUCKETS, SERVER_HANDLING
 
     buckets = list(LATENCY_BUCKETS)

@@ -68,11 +68,14 @@ def test_genir_eval_without_flags_renders_sd35_at_28_steps_guidance_3_5_1024(eva
                                                                              orchestrator_on_standin, tmp_path):
     generator, record = sd35_standin
     before = len(record.read_text().splitlines()) if record.exists() else 0
-    # no settings flags; --generator/--refiner/--retriever only let the run record ids and effective values
+    # no settings flags and no backend addresses: the run learns its models and effective settings
+    # from the orchestrator itself (Describe), through the same channel as its dialogs
     cmd = eval_world.eval_cmd(tmp_path / "paper", "--mode", "genir", "--limit", 1, "--rounds", 1,
-                              "--retriever", eval_world.stack.target("retriever"), "--collection", eval_world.collection)
+                              "--collection", eval_world.collection)
     cmd[cmd.index("--orchestrator") + 1] = orchestrator_on_standin
-    cmd[cmd.index("--generator") + 1] = generator
+    for flag in ("--generator", "--refiner", "--retriever"):
+        if flag in cmd:
+            del cmd[cmd.index(flag):cmd.index(flag) + 2]
     done = subprocess.run(cmd, cwd=ROOT, env=proc_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     items = received(record, before)

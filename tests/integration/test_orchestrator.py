@@ -221,6 +221,21 @@ def test_sessions_default_to_the_paper_preset_and_accept_explicit_settings(stack
     assert r1.prompt_id == "merge@v1" and sess.options.prompt_set == "v1"
 
 
+def test_describe_reports_models_and_effective_settings_from_the_backends(stack):
+    resp = orch(stack).Describe(orchestrator_pb2.DescribeRequest(mode="genir"), timeout=60)
+    assert set(resp.models) == {"generator", "refiner", "retriever"} and all(resp.models.values())
+    settings = json.loads(resp.settings_json)
+    assert settings["preset"] == "paper" and settings["refiner"]["top_k"] == 64
+    assert settings["render"]["num_inference_steps"] > 0 and settings["render"]["width"] > 0
+    opts = orchestrator_pb2.SessionOptions(preset="service", num_inference_steps=3, guidance_scale=1.5)
+    text = json.loads(orch(stack).Describe(orchestrator_pb2.DescribeRequest(mode="verbal", options=opts),
+                                           timeout=60).settings_json)
+    assert "render" not in text and text["preset"] == "service"        # verbal renders nothing
+    own = json.loads(orch(stack).Describe(orchestrator_pb2.DescribeRequest(mode="genir", options=opts),
+                                          timeout=60).settings_json)
+    assert (own["render"]["num_inference_steps"], own["render"]["guidance_scale"]) == (3, 1.5)
+
+
 def test_chatir_per_round_queries_are_not_concatenated(stack):
     dialog = ["a dog on a beach", "is it sunny? yes", "any people? no"]
     opts = orchestrator_pb2.SessionOptions(chatir_per_round=True)
@@ -293,6 +308,8 @@ def test_backend_killed_mid_dialog_then_restarted(stack):
     ("NextRound", {"session_id": "0" * 32, "query": "x"}, 5, ["session_id"]),
     ("NextRound", {"session_id": "0" * 32}, 3, ["query", "feedback"]),
     ("GetImage", {"ref": "../../etc/passwd"}, 3, ["ref"]),
+    ("Describe", {"mode": "telepathy"}, 3, ["mode", "genir"]),
+    ("Describe", {"mode": "genir", "options": {"top_k": 1000}}, 3, ["options.top_k"]),
 ])
 def test_bad_input(stack, method, data, code, words):
     rc, err, out = call(stack, method, data)

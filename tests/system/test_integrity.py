@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from genir.v1 import common_pb2, orchestrator_pb2
-from orchestrator.sessions import MAX_ROUNDS, SessionStore
+from orchestrator.sessions import MAX_SESSION_ROUNDS, SessionStore
 from services.common import errors, validation
 from services.common.paths import corpus_fingerprint, first_difference, resolve_in_root
 from services.retriever.indexer import index_corpus
@@ -311,15 +311,15 @@ def test_round_cap_and_get_session_inline_budget(tmp_path):
     store = SessionStore(tmp_path / "s.sqlite")
     rec = store.new("genir", OPTS)
     store.add_round(rec.id, _round(0, b"a" * 1000), new=rec)
-    for i in range(1, MAX_ROUNDS):
+    for i in range(1, MAX_SESSION_ROUNDS):
         store.add_round(rec.id, _round(i, b"b" * 1000))
     rounds = store.rounds(rec.id, inline=False)
     with pytest.raises(errors.FailedPrecondition) as e:
         store.check_room(rounds)
-    assert f"limit of {MAX_ROUNDS} rounds" in e.value.message
+    assert f"limit of {MAX_SESSION_ROUNDS} rounds" in e.value.message
     inline = store.rounds(rec.id, inline=True, inline_budget=20_000)
     n_inline = sum(1 for r in inline if r.generated.data)
-    assert 0 < n_inline < MAX_ROUNDS and all(r.generated.ref for r in inline[n_inline:])
+    assert 0 < n_inline < MAX_SESSION_ROUNDS and all(r.generated.ref for r in inline[n_inline:])
     assert sum(r.ByteSize() for r in inline) <= 20_000 + 2000
 
 

@@ -29,7 +29,9 @@ VERBAL = {1: [60, 40, 30], 2: [8, 8, 8], 3: [0, 0, 0], 4: [2, 50, 50]}
 
 def write_run(folder, mode, ranks):
     folder.mkdir()
-    ident = {"mode": mode, "label": mode, "rounds": 2, "seed": 0}
+    n_rounds = {len(row) for row in ranks.values()}
+    assert len(n_rounds) == 1, "every dialog of a run has the same rounds"
+    ident = {"mode": mode, "label": mode, "rounds": n_rounds.pop() - 1, "seed": 0}  # rounds after round 0
     (folder / "run.json").write_text(json.dumps({"identity": ident, "ks": [1, 5, 10], "models": {},
                                                  "targets": sorted(ranks), "n_targets_selected": len(ranks)}))
     lines = [json.dumps({"target_id": t, "img": f"{t}.jpg", "mode": mode, "label": mode,

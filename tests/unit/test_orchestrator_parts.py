@@ -11,7 +11,8 @@ import pytest
 
 from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc, orchestrator_pb2
 from orchestrator.backends import Backend, BackendConfig, RetryPolicy
-from orchestrator.engine import derive_seed, resolve_options
+from orchestrator.dialog import derive_seed
+from orchestrator.engine import resolve_options
 from orchestrator.modes import mode_name
 from orchestrator.sessions import SessionStore
 from services.common import errors

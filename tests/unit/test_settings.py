@@ -136,7 +136,7 @@ async def _engine_over(servicers: dict):
 
 
 def _state():
-    from orchestrator.engine import DialogState
+    from orchestrator.dialog import DialogState
 
     return DialogState(options=opts(), collection="c", top_k=10, base_seed=0, key="k")
 
@@ -204,7 +204,7 @@ def test_an_empty_comparison_or_critique_keeps_the_previous_query_instead_of_fai
     import asyncio
 
     from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
-    from orchestrator.engine import Last
+    from orchestrator.dialog import Last
 
     calls = []
 

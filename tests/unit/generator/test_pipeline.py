@@ -84,3 +84,14 @@ def test_memory_switches_are_applied(sd3_dir):
     assert p.pipe.vae.use_tiling and p.pipe.vae.use_slicing
     img = p.generate_batch([Item("a red kite", 3, 32, 32, 2, 4.0)])[0]
     assert img.size == (32, 32)
+
+
+def test_model_offload_installs_hooks_and_renders_the_same_image(sd3_dir):
+    # CPU stands in for the GPU here (the hooks move components to `device` for each forward pass)
+    off = Pipeline(sd3_dir, device="cpu", offload="model").load()
+    assert len(off.pipe._all_hooks) >= 3          # text encoders, denoiser, VAE each behind a hook
+    plain = Pipeline(sd3_dir, device="cpu").load()
+    item = [Item("a red kite", 3, 32, 32, 2, 4.0)]
+    assert off.generate_batch(item)[0].tobytes() == plain.generate_batch(item)[0].tobytes()
+    with pytest.raises(ValueError, match="offload"):
+        Pipeline(sd3_dir, device="cpu", offload="everything")

@@ -52,6 +52,11 @@ def test_main_without_model_exits_2():
     assert server.main(args(model=None)) == 2
 
 
+def test_offload_needs_a_gpu(caplog):
+    assert server.main(args(offload="model", device="cpu")) == 2
+    assert "--offload model moves pipeline parts onto a GPU" in caplog.text
+
+
 def test_caps_intersect_flags_with_the_model():
     assert (CAPS.max_width, CAPS.max_height) == (512, 512)  # position embedding covers 512 px
     small = server.Caps.build(LIMITS, args(max_width=100, max_height=40, max_steps=10, max_guidance=3.0))
