@@ -1,7 +1,8 @@
 """bench_retriever: 16 concurrent Search calls to the service against one direct batch-16 embed + search.
 
 Ours: a real `genir serve retriever` process (1 thread) over a collection of random vectors, sent
-16 concurrent image `Search` calls (top 10 plus the target's exact rank, as a GenIR round asks),
+16 concurrent image `Search` calls (exact top 10 plus the target's rank, as the orchestrator asks
+in a simulated GenIR round),
 so its micro-batcher answers them together. Reference: the same 16 JPEGs decoded and embedded in
 one batch by the same embedder code in this process, then top-10 and exact ranks by one numpy
 matrix product over the same vectors: the least work these 16 queries need, with no service
@@ -101,7 +102,8 @@ def run(quick: bool = False) -> dict:
 
         def call(job: tuple[bytes, int]) -> tuple[list[int], int]:
             r = stub.Search(retriever_pb2.SearchRequest(collection="bench", image=common_pb2.Image(data=job[0]),
-                                                        top_k=10, target_id=str(job[1])), timeout=120)
+                                                        top_k=10, target_id=str(job[1]), exact=True),
+                            timeout=120)
             return [int(h.id) for h in r.hits], r.target_rank
 
         def batch_of(rep: int):
