@@ -1,9 +1,8 @@
 """bench_retriever: 16 concurrent Search calls to the service against one direct batch-16 embed + search.
 
 Ours: a real `genir serve retriever` process (1 thread) over a collection of random vectors, sent
-16 concurrent image `Search` calls (exact top 10 plus the target's rank, as the orchestrator asks
-in a simulated GenIR round),
-so its micro-batcher answers them together. Reference: the same 16 JPEGs decoded and embedded in
+16 concurrent image `Search` calls (exact top 10 plus the target's rank, as the orchestrator
+asks in a simulated GenIR round), so its micro-batcher answers them together. Reference: the same 16 JPEGs decoded and embedded in
 one batch by the same embedder code in this process, then top-10 and exact ranks by one numpy
 matrix product over the same vectors: the least work these 16 queries need, with no service
 around it. ratio = ours queries/s / reference queries/s, median over repeats, measured
