@@ -210,8 +210,12 @@ def test_concurrent_searches_share_batches_and_keep_their_own_answers(blip):
 
 
 def test_metrics(blip):
+    exact_before = sample_sum(scrape(blip["mport"]), "genir_retriever_search_seconds_count", exact="true")
+    blip["stub"].Search(retriever_pb2.SearchRequest(collection="coco", text="a dog"))   # approximate asked
     blip["stub"].CollectionInfo(retriever_pb2.CollectionInfoRequest(collection="coco"))
     text = scrape(blip["mport"])
+    # 240 points is below --exact-below-points: the approximate query was answered exactly
+    assert sample_sum(text, "genir_retriever_search_seconds_count", exact="true") == exact_before + 1
     assert sample_sum(text, "genir_retriever_search_seconds_count") > 0
     assert sample_sum(text, "genir_retriever_embed_seconds_count", tower="text") > 0
     assert sample_sum(text, "genir_retriever_collection_points", collection="coco") == blip["corpus"]["n_ok"]
@@ -221,7 +225,8 @@ def test_metrics(blip):
 
 def test_siglip_on_server_engine(tiny_models, corpus, tmp_path):
     """Server-mode code path: qdrant-client local mode (":memory:") stands in for a Qdrant server."""
-    proc, target, _ = start_server(tiny_models / "siglip", tmp_path, "--qdrant-url", ":memory:")
+    # --exact-below-points 0: approximate queries take the engine's own search path here
+    proc, target, _ = start_server(tiny_models / "siglip", tmp_path, "--qdrant-url", ":memory:", "--exact-below-points", "0")
     try:
         with grpc.insecure_channel(target) as ch:
             stub = retriever_pb2_grpc.RetrieverStub(ch)
