@@ -13,8 +13,8 @@ Data: 100k x 256 clustered, L2-normalised vectors in the retriever's embedded st
   same recall.
 - Crossover: for lone queries (batch 1) and full service batches (--batch-size), exact q/s and
   HNSW q/s (default ef) at this size. Exact cost grows with the collection, HNSW's hardly, so
-  exact stays faster below n x exact_qps / hnsw_qps points: the estimate behind
-  --exact-below-points (the lone-query figure, so a lone query is never slower).
+  exact stays faster below n x exact_qps / hnsw_qps points: --exact-below-points is set at or
+  below the smaller of the two estimates.
 numpy matmul + argpartition is kept as a detail.
 """
 
