@@ -136,7 +136,10 @@ async def _capacities(stack, records: list[dict], out: Path, image_root: Path, c
                 shown = image(prev["image"], out)
                 await ref.Compare(refiner_pb2.CompareRequest(target=tgt, generated=shown, caption=prev["query"],
                                                              sampling=sampling(t, "compare")), timeout=300)
-                # GenIR's refine sees the target, the caption and the comparison, not the rendering
+                # GenIR's refine sees the target, the caption and the comparison, not the rendering;
+                # after an empty comparison the orchestrator keeps the query and asks no refine
+                if not rounds[t]["feedback"]:
+                    continue
                 await ref.Refine(refiner_pb2.RefineRequest(caption=prev["query"], feedback=rounds[t]["feedback"],
                                                            target=tgt, sampling=sampling(t, "refine")), timeout=300)
 
