@@ -27,12 +27,12 @@ import inspect
 import logging
 import threading
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from services.common import presets
+from services.common.batch_invariance import PAD_ROWS, pad_linears, per_sample_convs
 
 log = logging.getLogger("genir.generator.pipeline")
 
@@ -40,7 +40,6 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Row count that small linear inputs are padded to in batch-invariant mode: above the rows of
 # any per-image vector in a call of up to 32 images with guidance (2 x 32), small enough to cost
 # nothing next to the token matmuls.
-PAD_ROWS = 64
 # Encoders whose prompt length is set by the pipeline's max_sequence_length, not the tokenizer.
 _LONG_ENCODERS = ("T5", "UMT5", "Gemma", "Qwen", "Llama", "Mistral")
 
@@ -277,19 +276,9 @@ class Pipeline:
         import torch
 
         denoiser = getattr(pipe, "transformer", None)
-        linears = convs = 0
-        for comp in pipe.components.values():
-            if not isinstance(comp, torch.nn.Module):
-                continue
-            for m in comp.modules():
-                if isinstance(m, torch.nn.Linear):
-                    m.forward = types.MethodType(_padded_linear, m)
-                    linears += 1
-        if denoiser is not None:  # a transformer has a few convs (patch embedding); a UNet is all convs
-            for m in denoiser.modules():
-                if isinstance(m, torch.nn.Conv2d):
-                    m.forward = types.MethodType(_per_sample_conv, m)
-                    convs += 1
+        linears = sum(pad_linears(c) for c in pipe.components.values() if isinstance(c, torch.nn.Module))
+        # a transformer has a few convs (patch embedding); a UNet is all convs
+        convs = per_sample_convs(denoiser) if denoiser is not None else 0
         if getattr(pipe, "vae", None) is not None and hasattr(pipe.vae, "enable_slicing"):
             pipe.vae.enable_slicing()
         log.info("batch-invariant mode: %d linears pad inputs of fewer than %d rows, %d convs run per sample, "
@@ -319,23 +308,3 @@ class Pipeline:
     def describe(self) -> dict:
         return {"model": self.model_id, "pipeline_class": type(self.pipe).__name__ if self.pipe else "",
                 "backend": "diffusers", "device": self.device, "dtype": str(getattr(self, "dtype", self.dtype_name)).removeprefix("torch.")}
-
-
-def _padded_linear(self, x):
-    """nn.Linear.forward on a fixed row count when the input has few rows (see module docstring)."""
-    import torch.nn.functional as F
-
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if rows == 0 or rows >= PAD_ROWS:
-        return F.linear(x, self.weight, self.bias)
-    flat = F.pad(x.reshape(rows, x.shape[-1]), (0, 0, 0, PAD_ROWS - rows))
-    return F.linear(flat, self.weight, self.bias)[:rows].reshape(*x.shape[:-1], self.out_features)
-
-
-def _per_sample_conv(self, x):
-    """nn.Conv2d.forward one sample at a time, so the algorithm never depends on the batch size."""
-    import torch
-
-    if x.dim() != 4 or x.shape[0] == 1:
-        return self._conv_forward(x, self.weight, self.bias)
-    return torch.cat([self._conv_forward(x[i:i + 1], self.weight, self.bias) for i in range(x.shape[0])])

@@ -99,7 +99,8 @@ class RetrieverBackend:
     def load(self) -> None:
         a = self.args
         self.embedder = load_embedder(a.model, image_size=a.image_size, text_max_tokens=a.text_max_tokens,
-                                      device=a.device, batch_size=a.batch_size)
+                                      device=a.device, batch_size=a.batch_size,
+                                      batch_invariant=getattr(a, "batch_invariant", False))
         self.open_store()
         for name in self.store.collections():
             try:

@@ -160,14 +160,26 @@ class Embedder(ABC):
             return np.zeros((0, self.dim), np.float32)
         return self.embed_pixels(np.stack([self.preprocess(im) for im in images]))
 
+    def make_batch_invariant(self) -> None:
+        """Each query's vector independent of what it was batched with (services/common/batch_invariance.py):
+        the image tower's linears padded and convolutions per sample, texts one at a time (a batch pads
+        every text to the longest one)."""
+        from services.common.batch_invariance import pad_linears, per_sample_convs
+
+        linears, convs = pad_linears(self.model), per_sample_convs(self.model)
+        self.text_batch = 1
+        log.info("batch-invariant embeddings: %d linears padded, %d convs per sample, texts one at a time",
+                 linears, convs)
+
     def embed_texts(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         """(vectors, truncated): truncated[i] says text i was cut at the token limit."""
         import torch
 
         vecs, flags = [], []
+        step = getattr(self, "text_batch", self.batch_size)
         with torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                chunk = list(texts[i:i + self.batch_size])
+            for i in range(0, len(texts), step):
+                chunk = list(texts[i:i + step])
                 full = self.tokenizer(chunk, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
                 flags += [len(ids) > self.text_max_tokens for ids in full]
                 enc = {k: v.to(self.device) for k, v in self._tokenize(chunk).items()}
@@ -299,12 +311,15 @@ _CLASSES = {"blip": BlipEmbedder, "clip": ClipEmbedder, "siglip": SiglipEmbedder
 
 
 def load_embedder(model_dir: str | Path, *, image_size: int | None = None, text_max_tokens: int | None = None,
-                  device: str | None = None, batch_size: int = 32) -> Embedder:
+                  device: str | None = None, batch_size: int = 32, batch_invariant: bool = False) -> Embedder:
     """Auto-detects the family. image_size None = the family default (BLIP 224, others native)."""
     kind = detect_family(model_dir)
     kw = dict(device=device, batch_size=batch_size, text_max_tokens=text_max_tokens)
     if kind == "blip":
-        return BlipEmbedder(model_dir, image_size=image_size or DEFAULT_IMAGE_SIZE, **kw)
-    emb = _CLASSES[kind](model_dir, image_size=image_size, **kw)
-    log.info("loaded %s (dim %d) on %s", emb.model_id, emb.dim, emb.device)
+        emb = BlipEmbedder(model_dir, image_size=image_size or DEFAULT_IMAGE_SIZE, **kw)
+    else:
+        emb = _CLASSES[kind](model_dir, image_size=image_size, **kw)
+        log.info("loaded %s (dim %d) on %s", emb.model_id, emb.dim, emb.device)
+    if batch_invariant:
+        emb.make_batch_invariant()
     return emb

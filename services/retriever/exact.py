@@ -45,15 +45,19 @@ class ExactIndex:
         if n == 0:
             return [[] for _ in queries]
         want = min(k + 1, n)
-        scores, rows = self._index(collection, vectors).search(np.ascontiguousarray(queries, np.float32), want)
+        _, rows = self._index(collection, vectors).search(np.ascontiguousarray(queries, np.float32), want)
         out = []
         for qi in range(len(queries)):
-            if want > k and scores[qi, k - 1] == scores[qi, k]:
+            picked = rows[qi, :want]
+            # The hits' scores come from the mirror, one query at a time: FAISS's own scores depend on
+            # how many queries shared its call (per-query dot products below 20, BLAS above), and a
+            # rerun must report the same numbers. The ranking rule is then applied to these scores.
+            scores = vectors[picked] @ queries[qi]
+            ranked = sorted(range(want), key=lambda j: (-scores[j], int(ids[picked[j]])))  # noqa: B023
+            if want > k and scores[ranked[k - 1]] == scores[ranked[k]]:
                 full = vectors @ queries[qi]
                 top = order(ids, full, k)
                 out.append([Hit(int(ids[r]), float(full[r]), {}) for r in top])
                 continue
-            hits = [Hit(int(ids[r]), float(s), {}) for s, r in zip(scores[qi, :k], rows[qi, :k], strict=True)]
-            hits.sort(key=lambda h: (-h.score, h.id))
-            out.append(hits)
+            out.append([Hit(int(ids[picked[j]]), float(scores[j]), {}) for j in ranked[:k]])
         return out

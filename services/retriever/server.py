@@ -225,6 +225,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("max-batch-delay-ms", default=2.0, type=float,
       help="longest wait for concurrent Search/Embed calls to join a batch, ms")
     f("max-queue", default=256, type=int, help="calls waiting for a batch before RESOURCE_EXHAUSTED")
+    f("batch-invariant", default=True, bool_flag=True,
+      help="answer each Search exactly as if it ran alone (query vectors and exact scores independent of the "
+           "batch), so reruns and resumed evaluations reproduce bit for bit; off = faster batched math")
 
 
 def main(args: argparse.Namespace) -> int:

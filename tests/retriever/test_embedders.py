@@ -60,3 +60,21 @@ def test_clip_index_and_search(tiny_models, corpus, tmp_path):
         assert hits[0].id == i and hits[0].payload["path"] == paths[i]
         assert store.rank("clip-coco", q, i) == 0
     store.close()
+
+
+def test_batch_invariant_vectors_do_not_depend_on_the_batch(blip_model):
+    """A query embedded alone or among others gives the same bits (the retriever micro-batches
+    concurrent Searches; a rerun must reproduce them)."""
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 255, (48, 64, 3), np.uint8)) for _ in range(6)]
+    texts = ["a dog", "a red car on a long wet street at night", "two cats on a sofa", "a horse"]
+    plain = load_embedder(blip_model)
+    alone = np.stack([plain.embed_images([im])[0] for im in images])
+    assert not np.array_equal(alone, plain.embed_images(images))   # the default math is batch-dependent here
+    emb = load_embedder(blip_model, batch_invariant=True)
+    alone = np.stack([emb.embed_images([im])[0] for im in images])
+    for size in (2, 3, 6):
+        batched = np.concatenate([emb.embed_images(images[i:i + size]) for i in range(0, 6, size)])
+        assert np.array_equal(alone, batched), size
+    text_alone = np.stack([emb.embed_texts([t])[0][0] for t in texts])
+    assert np.array_equal(text_alone, emb.embed_texts(texts)[0])
