@@ -31,6 +31,13 @@ REFERENCE = common_pb2.IMAGE_DELIVERY_REFERENCE
 INLINE = common_pb2.IMAGE_DELIVERY_INLINE
 
 
+def read_token(path: str | None = None, env: str = "GENIR_AUTH_TOKEN") -> str | None:
+    """A bearer token from a file (wins) or an environment variable, never argv (config.read_secret)."""
+    from services.common.config import read_secret
+
+    return read_secret(path, env)
+
+
 class Client:
     """One channel to an orchestrator; every call sends the bearer token when one is given."""
 
