@@ -134,10 +134,15 @@ def test_prometheus_scrapes_every_service_and_answers_latency_quantiles(stack, p
         '{job="genir-generator", grpc_method="Generate"}[1m])))'), 30, "a Generate latency quantile")
     assert 0 < float(gen[0]["value"][1]) < 300
     # services with no call in the window have no quantile (NaN): "> 0" keeps the ones that served
-    by_service = query(port, 'histogram_quantile(0.95, sum by (le, grpc_service) '
-                             '(rate(grpc_server_handling_seconds_bucket[1m]))) > 0')
-    assert {"genir.v1.Generator", "genir.v1.Retriever", "genir.v1.Refiner"} <= \
-        {r["metric"]["grpc_service"] for r in by_service}
+    # each service's calls count once Prometheus has scraped it after them (1 s apart, later when busy)
+    backends = {"genir.v1.Generator", "genir.v1.Retriever", "genir.v1.Refiner"}
+
+    def serving():
+        res = query(port, 'histogram_quantile(0.95, sum by (le, grpc_service) '
+                          '(rate(grpc_server_handling_seconds_bucket[1m]))) > 0')
+        return backends <= {r["metric"]["grpc_service"] for r in res or []}
+
+    wait_for(serving, 30, "a latency quantile of every backend")
 
     # per-stage latency of the round, from the orchestrator
     stages = wait_for(lambda: quantiles(
