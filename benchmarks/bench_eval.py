@@ -48,7 +48,7 @@ def _corpus(root: Path, n: int) -> tuple[Path, Path, Path]:
 
 
 async def _eval(target: str, targets, cfg, out: Path) -> tuple[float, dict]:
-    from orchestrator.evaluation.runner import EvalRunner, GrpcDialogSource
+    from evaluation.runner import EvalRunner, GrpcDialogSource
 
     src = GrpcDialogSource(target)
     try:
@@ -151,9 +151,9 @@ async def _capacities(stack, records: list[dict], out: Path, image_root: Path, c
 
 
 def run(quick: bool = False) -> dict:
+    from evaluation.runner import EvalConfig, select_targets
     from orchestrator.datasets import load_corpus, load_queries
-    from orchestrator.evaluation.runner import EvalConfig, select_targets
-    from orchestrator.up import Stack
+    from stack.up import Stack
     from tests.support.procs import ROOT
 
     n_dialogs, rounds = (4, 1) if quick else (24, 2)

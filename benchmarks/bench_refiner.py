@@ -110,7 +110,8 @@ def run(quick: bool = False) -> dict:
 
     from genir.tiny_models import build_one
     from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
-    from services.refiner.triton_launcher import DEFAULT_REPOSITORY, TritonProcess
+    from services.refiner.triton_repository import DEFAULT_REPOSITORY
+    from stack.triton import TritonProcess
     from tests.support.procs import Proc, free_port, proc_env
 
     tokens, reps, n = (16, 2, 8) if quick else (48, 5, 8)

@@ -1,6 +1,6 @@
 """bench_round: rounds/s of RunDialog through the orchestrator vs the same rounds run in-process.
 
-One stack of real services on tiny models (orchestrator.up.Stack). "ours" streams RunDialog
+One stack of real services on tiny models (stack.up.Stack). "ours" streams RunDialog
 from the orchestrator process; the reference runs the identical dialogs (same targets, modes,
 seeds, so the same backend work) with the round engine inside the benchmark process, calling
 the generator, refiner and retriever directly. Each dialog runs through both paths back to back
@@ -23,7 +23,7 @@ from genir.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator.backends import Backends
 from orchestrator.datasets import load_corpus
 from orchestrator.engine import Engine
-from orchestrator.up import Stack
+from stack.up import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,17 +18,17 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("serve", "retriever"): ("services.retriever.server", "embedding + Qdrant search service"),
     ("serve", "orchestrator"): ("orchestrator.server", "dialog rounds, sessions, evaluation API"),
     ("serve", "web"): ("genir.web.app", "web page for searching a collection by description (talks to the orchestrator)"),
-    ("serve", "triton"): ("services.refiner.triton_launcher", "local Triton server with the Gemma-3 model"),
+    ("serve", "triton"): ("stack.triton", "local Triton server with the Gemma-3 model"),
     ("models", "check"): ("genir.models_check", "check a models folder and print what each service will load"),
     ("tiny-models", "build"): ("genir.tiny_models.cli", "build tiny random HF checkpoints for tests/demo"),
     ("index",): ("genir.index_cli", "embed a corpus (a folder of photos or a ChatIR list) into a collection"),
-    ("eval", "run"): ("orchestrator.evaluation.cli", "run a benchmark evaluation (also: genir eval ...)"),
-    ("eval", "merge"): ("orchestrator.evaluation.merge", "merge shard/mode result folders"),
-    ("eval", "compare"): ("orchestrator.evaluation.compare", "side-by-side table of modes per round"),
-    ("eval", "rescore"): ("orchestrator.evaluation.rescore", "score a run's queries by text->image retrieval"),
-    ("eval", "submit"): ("orchestrator.evaluation.submit", "run an evaluation as a Kubernetes Indexed Job"),
-    ("up",): ("orchestrator.up", "start all services as local processes"),
-    ("demo",): ("orchestrator.demo", "end-to-end demo on tiny models"),
+    ("eval", "run"): ("evaluation.cli", "run a benchmark evaluation (also: genir eval ...)"),
+    ("eval", "merge"): ("evaluation.merge", "merge shard/mode result folders"),
+    ("eval", "compare"): ("evaluation.compare", "side-by-side table of modes per round"),
+    ("eval", "rescore"): ("evaluation.rescore", "score a run's queries by text->image retrieval"),
+    ("eval", "submit"): ("evaluation.submit", "run an evaluation as a Kubernetes Indexed Job"),
+    ("up",): ("stack.up", "start all services as local processes"),
+    ("demo",): ("stack.demo", "end-to-end demo on tiny models"),
 }
 
 GROUP_HELP = {"serve": "run one service", "tiny-models": "tiny model checkpoints", "models": "model folders",
@@ -73,7 +73,7 @@ def _add_module_arguments(parser, module):
 
 def main(argv: list[str] | None = None) -> int:
     if os.environ.get("GENIR_DIE_WITH_PARENT"):  # a child of `genir up`: stop when it dies
-        from orchestrator.up import die_with_parent
+        from stack.up import die_with_parent
 
         die_with_parent()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -41,6 +41,8 @@ COPY pyproject.toml README.md ./
 COPY genir ./genir
 COPY services ./services
 COPY orchestrator ./orchestrator
+COPY evaluation ./evaluation
+COPY stack ./stack
 COPY benchmarks ./benchmarks
 COPY protos ./protos
 # Editable install: the code runs from /app exactly as in a checkout (the refiner's Triton model

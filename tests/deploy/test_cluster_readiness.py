@@ -291,7 +291,7 @@ def test_submit_role_grants_what_submit_calls(objects):
                for v in rule["verbs"]}
     verb = {"create": "create", "read": "get", "delete": "delete", "list": "list", "patch": "patch",
             "replace": "update"}
-    calls = set(re.findall(r"self\.api\.(\w+?)_namespaced_job", (ROOT / "orchestrator/evaluation/submit.py").read_text()))
+    calls = set(re.findall(r"self\.api\.(\w+?)_namespaced_job", (ROOT / "evaluation/submit.py").read_text()))
     assert calls
     for call in calls:
         assert ("batch", "jobs", verb[call]) in granted, call

@@ -368,7 +368,7 @@ def test_evaluation_is_an_indexed_job_sharded_by_completion_index(objects):
 
 def test_merge_wait_step_waits_for_every_finished_shard(tmp_path):
     """The init container's script, run for real on a results folder."""
-    from orchestrator.evaluation.submit import WAIT_FOR_SHARDS
+    from evaluation.submit import WAIT_FOR_SHARDS
 
     run = tmp_path / "run"
 
@@ -446,8 +446,8 @@ def test_env_and_args_in_manifests_are_flags_the_services_accept(objects):
                 assert str(got).lower() == str(v).lower() or (isinstance(got, float) and got == float(v)), (k, got, v)
             checked.add(module)
     assert {"services.generator.server", "services.refiner.server", "services.retriever.server",
-            "orchestrator.server", "genir.index_cli", "services.refiner.triton_launcher",
-            "orchestrator.evaluation.cli", "orchestrator.evaluation.merge", "genir.tiny_models.cli"} <= checked
+            "orchestrator.server", "genir.index_cli", "stack.triton",
+            "evaluation.cli", "evaluation.merge", "genir.tiny_models.cli"} <= checked
 
 
 # ---------------------------------------------------------------------------------------- images

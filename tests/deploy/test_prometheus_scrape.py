@@ -1,5 +1,5 @@
 """A real Prometheus server (Debian package) scrapes the real genir services — Triton + refiner,
-generator, retriever and orchestrator started by orchestrator.up.Stack on tiny models — with the
+generator, retriever and orchestrator started by stack.up.Stack on tiny models — with the
 repository's deploy/prometheus/prometheus.yml (ports rewritten to the test's free ports, 1 s scrape
 and rule intervals) and its rules, and answers histogram_quantile queries over
 grpc_server_handling_seconds and genir_stage_seconds after one simulated GenIR dialog."""
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from genir.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from orchestrator.up import Stack
+from stack.up import Stack
 from tests.deploy.conftest import ROOT
 from tests.support.procs import Proc, free_port
 from tests.support.shapes import make_corpus

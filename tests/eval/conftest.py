@@ -65,7 +65,7 @@ def make_world_files(root: Path) -> tuple[Path, Path, Path, Path]:
 
 @pytest.fixture(scope="session")
 def eval_world(tiny_models, tmp_path_factory):
-    from orchestrator.up import Stack
+    from stack.up import Stack
 
     root = tmp_path_factory.mktemp("evalworld")
     corpus, images, queries, chatir_q = make_world_files(root)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.records import load_dialogs
 from orchestrator.datasets import chatir_query, load_corpus, load_queries
-from orchestrator.evaluation.records import load_dialogs
 from tests.support.procs import ROOT, free_port, sample_sum, samples, scrape
 from tests.support.procs import proc_env as _env
 

@@ -119,8 +119,8 @@ def test_rescore_scores_a_runs_queries_by_text_search(eval_world, tmp_path):
     """GenIR Text: the same queries, ranked by text->image search (checked against direct searches)."""
     import grpc
 
+    from evaluation import metrics
     from genir.v1 import retriever_pb2, retriever_pb2_grpc
-    from orchestrator.evaluation import metrics
     from tests.unit.test_eval_hybrid import write_run
 
     queries = {4: ["a red circle", "a red circle on a blue ground"], 6: ["green lines", "two green lines"]}

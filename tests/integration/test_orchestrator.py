@@ -1,5 +1,5 @@
 """The orchestrator over the real services: Triton + refiner, generator, retriever (embedded Qdrant),
-all started once for the module as real processes by orchestrator.up.Stack, on tiny models.
+all started once for the module as real processes by stack.up.Stack, on tiny models.
 Calls per mode are checked from the services' own grpc_server_handled_total counters."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
-from orchestrator.up import Stack
+from stack.up import Stack
 from tests.support import shapes
 from tests.support.procs import free_port, grpcurl, health_status, sample_sum, scrape
 

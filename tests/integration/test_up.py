@@ -234,7 +234,7 @@ def test_genir_index_embeds_a_folder(tiny_models, tmp_path):
 
 def test_indexing_is_not_cut_by_the_start_up_deadline(tiny_models, tmp_path):
     from genir.corpus_folder import resolve_corpus
-    from orchestrator.up import Stack
+    from stack.up import Stack
 
     photos = photo_folder(tmp_path / "photos")
     listed, root, _ = resolve_corpus(photos, None, tmp_path / "list.json")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.up import ORDER, Stack
+from stack.up import ORDER, Stack
 from tests.support import shapes
 
 pytestmark = pytest.mark.timeout(600)

@@ -1,5 +1,5 @@
 """Shared pieces of the system suite: a generated corpus and a whole genir stack (every service a
-real process on tiny models, started by orchestrator.up.Stack on free ports)."""
+real process on tiny models, started by stack.up.Stack on free ports)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def make_world(root: Path, n_images: int = 24, seed: int = 11) -> World:
 
 
 def start_stack(tiny_models, world: World, workdir: Path, collection: str, **kw):
-    from orchestrator.up import Stack
+    from stack.up import Stack
 
     stack = Stack(tiny_models, workdir, corpus=world.corpus, image_root=world.image_root, collection=collection,
                   ports="free", startup_timeout=300, **kw)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from evaluation import cli as eval_cli
+from evaluation import merge as merge_cli
+from evaluation.runner import EvalConfig, EvalRunner
 from orchestrator.datasets import Query
-from orchestrator.evaluation import cli as eval_cli
-from orchestrator.evaluation import merge as merge_cli
-from orchestrator.evaluation.runner import EvalConfig, EvalRunner
 from services.common.paths import corpus_fingerprint
 from tests.unit.test_eval_runner import ScriptedDialogSource
 
@@ -82,7 +82,7 @@ class _MismatchSource(ScriptedDialogSource):
 
 
 def test_a_corpus_mismatch_stops_the_run_instead_of_failing_every_dialog(tmp_path):
-    from orchestrator.evaluation.runner import EvalError
+    from evaluation.runner import EvalError
 
     src = _MismatchSource()
     targets = [Query(t, PATHS[t], ()) for t in range(6)]

@@ -1,7 +1,7 @@
 """Kill -9 during a running `genir eval`: nothing is lost, nothing is written twice, and the result
 equals an uninterrupted run with the same seeds.
 
-Every service is a real process (orchestrator.up.Stack on tiny models, generated corpus). The eval
+Every service is a real process (stack.up.Stack on tiny models, generated corpus). The eval
 goes through the orchestrator. Each fault waits until one more dialog has been written since the
 previous fault (so it lands mid-run, with dialogs in flight), then kills and restarts its victim on
 the same ports with the same flags. A run that ends with failed dialogs (exit 1) is rerun, exactly

@@ -20,8 +20,8 @@ import json
 
 import pytest
 
-from orchestrator.evaluation import hybrid
-from orchestrator.evaluation.compare import add_arguments, main
+from evaluation import hybrid
+from evaluation.compare import add_arguments, main
 
 VISUAL = {1: [50, 5, 3], 2: [20, 30, 40], 3: [0, 0, 0], 4: [100, 100, 9], 5: [1, 1, 1]}
 VERBAL = {1: [60, 40, 30], 2: [8, 8, 8], 3: [0, 0, 0], 4: [2, 50, 50]}

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from orchestrator.evaluation.metrics import (
+from evaluation.metrics import (
     best_ranks,
     bri,
     hits_at_k,

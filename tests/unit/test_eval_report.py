@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from orchestrator.evaluation import outputs
-from orchestrator.evaluation.report import write_report
+from evaluation import outputs
+from evaluation.report import write_report
 
 MODELS = {"generator": "sd3-medium", "refiner": "gemma-3-4b-it", "retriever": "blip-itm-base-coco"}
 

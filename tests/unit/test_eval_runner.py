@@ -13,15 +13,13 @@ import grpc
 import pytest
 from PIL import Image
 
-from genir.v1 import common_pb2, orchestrator_pb2
-from orchestrator.datasets import Query
-from orchestrator.evaluation import metrics, outputs
-from orchestrator.evaluation.cli import add_arguments, finish
-from orchestrator.evaluation.cli import main as cli_main
-from orchestrator.evaluation.compare import table
-from orchestrator.evaluation.merge import merge
-from orchestrator.evaluation.records import DIALOGS, load_dialogs
-from orchestrator.evaluation.runner import (
+from evaluation import metrics, outputs
+from evaluation.cli import add_arguments, finish
+from evaluation.cli import main as cli_main
+from evaluation.compare import table
+from evaluation.merge import merge
+from evaluation.records import DIALOGS, load_dialogs
+from evaluation.runner import (
     DIALOGS_TOTAL,
     HITS_AT_K,
     EvalConfig,
@@ -30,6 +28,8 @@ from orchestrator.evaluation.runner import (
     parse_shard,
     select_targets,
 )
+from genir.v1 import common_pb2, orchestrator_pb2
+from orchestrator.datasets import Query
 from services.common.errors import NotFound, Unavailable
 
 
@@ -299,10 +299,10 @@ def test_merge_takes_only_the_runs_own_targets_and_warns_about_gaps(tmp_path, ca
     _run(ScriptedDialogSource(fail={20: [down]}), QUERIES[8:12], _cfg(), tmp_path / "b")
     import argparse
 
-    from orchestrator.evaluation.merge import main as merge_main
+    from evaluation.merge import main as merge_main
 
     p = argparse.ArgumentParser()
-    from orchestrator.evaluation.merge import add_arguments as merge_args
+    from evaluation.merge import add_arguments as merge_args
 
     merge_args(p)
     assert merge_main(p.parse_args([str(tmp_path / "b"), "--out", str(tmp_path / "m2")])) == 0
@@ -313,8 +313,8 @@ def test_merge_takes_only_the_runs_own_targets_and_warns_about_gaps(tmp_path, ca
 def test_compare_command_prints_modes_side_by_side_on_common_targets(tmp_path, capsys):
     import argparse
 
-    from orchestrator.evaluation.compare import add_arguments as compare_args
-    from orchestrator.evaluation.compare import main as compare_main
+    from evaluation.compare import add_arguments as compare_args
+    from evaluation.compare import main as compare_main
 
     _run(ScriptedDialogSource(), QUERIES[:8], _cfg(), tmp_path / "g")
     _run(ScriptedDialogSource(), QUERIES[2:], _cfg(mode="chatir"), tmp_path / "c")

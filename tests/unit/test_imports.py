@@ -1,6 +1,7 @@
 """The packages' import graph has no cycle, counting every import: module level, inside functions,
 and those kept for type checkers only (a cycle hidden behind TYPE_CHECKING is still two modules that
-cannot be understood apart). Services never import the orchestrator."""
+cannot be understood apart). Services never import the orchestrator, the evaluation or the local
+stack tooling; the orchestrator never imports the latter two."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from tests.support.procs import ROOT
 
-PACKAGES = ("genir", "services", "orchestrator", "benchmarks")
+PACKAGES = ("genir", "services", "orchestrator", "evaluation", "stack", "benchmarks")
 
 
 def module_name(path: Path) -> str:
@@ -95,6 +96,21 @@ def test_services_never_import_the_orchestrator():
     bad = {m: sorted(d for d in deps if d.startswith("orchestrator")) for m, deps in graph().items()
            if m.startswith("services") and any(d.startswith("orchestrator") for d in deps)}
     assert not bad, bad
+
+
+def importers_of(importer: str, imported: tuple[str, ...]) -> dict[str, list[str]]:
+    """Modules of package `importer` that import any module of the `imported` packages."""
+    hit = lambda d: d.split(".")[0] in imported  # noqa: E731
+    return {m: sorted(filter(hit, deps)) for m, deps in graph().items()
+            if m.split(".")[0] == importer and any(map(hit, deps))}
+
+
+def test_services_import_neither_evaluation_nor_the_local_stack():
+    assert importers_of("services", ("evaluation", "stack")) == {}
+
+
+def test_the_orchestrator_imports_neither_evaluation_nor_the_local_stack():
+    assert importers_of("orchestrator", ("evaluation", "stack")) == {}
 
 
 def test_the_cycle_finder_finds_cycles():

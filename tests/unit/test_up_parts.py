@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from orchestrator.up import DEFAULT_PORTS, ORDER, Stack, exit_reason, parse_ports, parse_service_flags
+from stack.up import DEFAULT_PORTS, ORDER, Stack, exit_reason, parse_ports, parse_service_flags
 
 
 def test_tokens_reach_only_their_services_and_never_argv(tmp_path, monkeypatch):

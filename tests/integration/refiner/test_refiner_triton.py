@@ -25,7 +25,8 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
-from services.refiner.triton_launcher import DEFAULT_REPOSITORY, SHM_DIR, TritonProcess
+from services.refiner.triton_repository import DEFAULT_REPOSITORY
+from stack.triton import SHM_DIR, TritonProcess
 from tests.support.procs import Proc, free_port, grpcurl, health_status, sample_sum, scrape
 from tests.support.procs import proc_env as proc_env
 

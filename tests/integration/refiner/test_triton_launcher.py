@@ -13,13 +13,8 @@ import pytest
 
 from services.common.errors import Unavailable
 from services.refiner.triton_client import TritonVLM
-from services.refiner.triton_launcher import (
-    DEFAULT_REPOSITORY,
-    TritonProcess,
-    TritonStartError,
-    set_parameter,
-    write_repository,
-)
+from services.refiner.triton_repository import DEFAULT_REPOSITORY, TritonStartError, set_parameter, write_repository
+from stack.triton import TritonProcess
 from tests.support.procs import Proc, free_port
 from tests.support.procs import proc_env as proc_env
 

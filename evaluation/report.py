@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from orchestrator.evaluation.outputs import PLOT, blocks, models_line
+from evaluation.outputs import PLOT, blocks, models_line
 
 log = logging.getLogger("genir.eval")
 

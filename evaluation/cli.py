@@ -19,8 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from orchestrator.datasets import DatasetError, load_corpus, read_queries, resolve_queries
-from orchestrator.evaluation.runner import (
+from evaluation.runner import (
     MODE_ALIASES,
     MODES,
     EngineDialogSource,
@@ -35,6 +34,7 @@ from orchestrator.evaluation.runner import (
     select_targets,
     session_options,
 )
+from orchestrator.datasets import DatasetError, load_corpus, read_queries, resolve_queries
 from services.common.config import add_flag, read_secret, setup_logging
 from services.common.errors import InvalidArgument
 from services.common.paths import corpus_fingerprint, resolve_in_root
@@ -184,7 +184,7 @@ def prepare(args):
             f" for shard {args.shard}" if args.shard else ""))
     check_queries(targets, cfg)
     if args.embedded:
-        from orchestrator.evaluation.embedded import check_args
+        from evaluation.embedded import check_args
 
         check_args(args)
     if args.image_root:
@@ -208,16 +208,16 @@ def make_source(args):
     if not args.embedded:
         return GrpcDialogSource(args.orchestrator, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
                                 token=args.token, max_message_mb=args.max_message_mb)
-    from orchestrator.evaluation.embedded import make_engine
+    from evaluation.embedded import make_engine
 
     return EngineDialogSource(make_engine(args))
 
 
 def finish(out: Path, result, cfg: EvalConfig, image_root, export, report_max: int) -> None:
     """summary.json/csv, plot, report and (optionally) the dataset export from the finished dialogs."""
-    from orchestrator.evaluation import outputs
-    from orchestrator.evaluation.export import export_dataset
-    from orchestrator.evaluation.report import write_report
+    from evaluation import outputs
+    from evaluation.export import export_dataset
+    from evaluation.report import write_report
 
     summary = outputs.label_summary(result.finished, cfg.ks, cfg.identity(), cfg.models)
     outputs.write_all(out, summary)
@@ -260,7 +260,7 @@ async def _run(args, cfg, targets, shard) -> int:
     # run.json (written by the runner) holds what does not belong in the reproducible summary
     info = json.loads((out / "run.json").read_text())
     info["shard"] = f"{shard[0]}/{shard[1]}"
-    from orchestrator.evaluation.outputs import write_json
+    from evaluation.outputs import write_json
 
     write_json(out / "run.json", info)
     k = summary["headline_k"]

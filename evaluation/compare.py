@@ -1,7 +1,7 @@
 """`genir eval compare DIR...`: a side-by-side table of modes per round, on their common targets.
 
 `--hybrid oracle|random:P` over one verbal and one GenIR run adds the paper's hybrid (Table 5): per
-target, the verbal or the visual dialog (orchestrator/evaluation/hybrid.py), scored on the targets
+target, the verbal or the visual dialog (evaluation/hybrid.py), scored on the targets
 both runs finished; `--out FILE` writes that comparison and every target's choice as JSON.
 """
 
@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.evaluation import hybrid, outputs
-from orchestrator.evaluation.merge import MergeError, common_targets, load_runs, merged_summary
-from orchestrator.evaluation.outputs import blocks
-from orchestrator.evaluation.records import ranks_of
+from evaluation import hybrid, outputs
+from evaluation.merge import MergeError, common_targets, load_runs, merged_summary
+from evaluation.outputs import blocks
+from evaluation.records import ranks_of
 
 METRICS = {"hits": ("hits_at_k", "cumulative Hits@{k} (%)"), "recall": ("recall_at_k", "Recall@{k} (%)"),
            "mrr": ("mrr", "MRR@{k}")}

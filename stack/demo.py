@@ -3,7 +3,7 @@
 1. builds the tiny checkpoints (genir.tiny_models.build_all);
 2. starts the generator and renders a small corpus from captions written for the demo, saved
    under ChatIR-style paths with a corpus JSON;
-3. indexes it and starts Triton, the refiner, the retriever and the orchestrator (orchestrator.up);
+3. indexes it and starts Triton, the refiner, the retriever and the orchestrator (stack.up);
 4. over gRPC: simulated dialogs (GenIR on a few targets, then one per baseline mode) and one
    human-style session (a query, then short feedback merged by the refiner, then a new query);
 5. prints the per-round table, writes report.json / report.md (+ the renderings), stops everything.
@@ -24,8 +24,8 @@ from pathlib import Path
 import grpc
 
 from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc
-from orchestrator.up import Stack, StartError
 from services.common import config
+from stack.up import Stack, StartError
 
 log = logging.getLogger("genir.demo")
 

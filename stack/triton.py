@@ -33,7 +33,6 @@ import glob
 import importlib.util
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -48,16 +47,12 @@ import uuid
 from pathlib import Path
 
 from services.common import config
+from services.refiner.triton_repository import DEFAULT_REPOSITORY, TritonStartError, write_repository
 
 log = logging.getLogger("genir.triton")
 
-DEFAULT_REPOSITORY = Path(__file__).resolve().parent / "triton"
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"
-
-
-class TritonStartError(RuntimeError):
-    """Triton exited, or never became ready."""
 
 
 def pytriton_root() -> Path:
@@ -88,34 +83,6 @@ def prepare_backends(workdir: Path) -> Path:
     shutil.copy2(stub, tmp)
     os.replace(tmp, target / "triton_python_backend_stub")
     return workdir / "backends"
-
-
-_PARAM = r'(key:\s*"{key}"\s*,?\s*value:\s*\{{\s*string_value:\s*)"[^"]*"'
-
-
-def set_parameter(config_text: str, key: str, value: str) -> str:
-    """Replace the string value of `parameters { key: KEY ... }` in a config.pbtxt text."""
-    pattern = re.compile(_PARAM.format(key=re.escape(key)))
-    if not pattern.search(config_text):
-        raise TritonStartError(f"config.pbtxt has no parameter {key!r} to set")
-    return pattern.sub(lambda m: m.group(1) + '"' + value.replace('"', '\\"') + '"', config_text, count=1)
-
-
-def write_repository(source: Path, workdir: Path, model_name: str, parameters: dict[str, str]) -> Path:
-    """Copy the model repository into the work dir with `parameters` of `model_name` substituted."""
-    source = Path(source).resolve()
-    cfg = source / model_name / "config.pbtxt"
-    if not cfg.is_file():
-        raise TritonStartError(f"{cfg} not found: --model-repository must contain {model_name}/config.pbtxt")
-    target = workdir / "model_repository"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    text = (target / model_name / "config.pbtxt").read_text()
-    for key, value in parameters.items():
-        text = set_parameter(text, key, value)
-    (target / model_name / "config.pbtxt").write_text(text)
-    return target
 
 
 def _die_with_parent() -> None:

@@ -13,8 +13,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from orchestrator.evaluation import metrics
-from orchestrator.evaluation.records import ranks_of
+from evaluation import metrics
+from evaluation.records import ranks_of
 
 SUMMARY = "summary.json"
 SUMMARY_CSV = "summary.csv"

@@ -6,8 +6,8 @@ own deadlines and retries); only the orchestrator hop disappears.
 
 from __future__ import annotations
 
+from evaluation.runner import EvalError
 from orchestrator.datasets import load_corpus
-from orchestrator.evaluation.runner import EvalError
 
 DEFAULT_BACKENDS = {"generator": "127.0.0.1:50051", "refiner": "127.0.0.1:50052", "retriever": "127.0.0.1:50053"}
 

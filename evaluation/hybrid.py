@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from orchestrator.evaluation import metrics
+from evaluation import metrics
 
 VISUAL, VERBAL = "visual", "verbal"
 VISUAL_MODES = ("genir", "fusion", "hybrid")  # "hybrid": runs recorded before fusion was renamed

@@ -14,9 +14,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from orchestrator.evaluation import outputs
-from orchestrator.evaluation.merge import MergeError, load_runs
-from orchestrator.evaluation.records import DIALOGS, DialogLog
+from evaluation import outputs
+from evaluation.merge import MergeError, load_runs
+from evaluation.records import DIALOGS, DialogLog
 
 SCORING = "text->image retrieval of each round's query"
 

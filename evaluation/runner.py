@@ -22,10 +22,10 @@ from pathlib import Path
 import grpc
 from prometheus_client import Counter, Gauge
 
+from evaluation import metrics
+from evaluation.records import DIALOGS, DialogLog, load_dialogs, ranks_of
 from genir.v1 import common_pb2, orchestrator_pb2
 from orchestrator.datasets import Query
-from orchestrator.evaluation import metrics
-from orchestrator.evaluation.records import DIALOGS, DialogLog, load_dialogs, ranks_of
 
 log = logging.getLogger("genir.eval")
 

@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.evaluation import outputs
-from orchestrator.evaluation.records import DIALOGS, DialogLog, load_dialogs, ranks_of
-from orchestrator.evaluation.runner import RUN_FILE
+from evaluation import outputs
+from evaluation.records import DIALOGS, DialogLog, load_dialogs, ranks_of
+from evaluation.runner import RUN_FILE
 
 RUNS = "runs"
 
@@ -182,7 +182,7 @@ def _write_run_folder(dest: Path, lr: LabelRun, tids, ks) -> dict[int, tuple[dic
 
 
 def merge(paths, out: Path, ks=None, image_root=None, report_max: int = 200, force: bool = False) -> dict:
-    from orchestrator.evaluation.report import write_report
+    from evaluation.report import write_report
 
     out = Path(out)
     runs = load_runs(paths)
@@ -221,7 +221,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from orchestrator.evaluation.runner import EvalError, parse_ks
+    from evaluation.runner import EvalError, parse_ks
 
     try:
         ks = parse_ks(args.k) if args.k else None
