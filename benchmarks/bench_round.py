@@ -20,7 +20,7 @@ import grpc
 
 from benchmarks.common import record
 from genir.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from orchestrator.backends import Backends
+from orchestrator.clients import ServiceClients
 from orchestrator.datasets import load_corpus
 from orchestrator.engine import Engine
 from stack.up import Stack
@@ -71,7 +71,7 @@ def run(quick: bool = False) -> dict:
             reqs = _requests(targets, rounds)
 
             async def measure():
-                engine = Engine(Backends.local(stack.target("generator"), stack.target("refiner"),
+                engine = Engine(ServiceClients.local(stack.target("generator"), stack.target("refiner"),
                                                stack.target("retriever")),
                                 corpus=load_corpus(corpus), image_root=images, collection="bench")
                 orch = stack.target("orchestrator")

@@ -23,13 +23,13 @@ def check_args(args) -> None:
 
 
 def make_engine(args):
-    from orchestrator.backends import Backends
+    from orchestrator.clients import ServiceClients
     from orchestrator.engine import Engine
 
     check_args(args)
     from services.common import config
 
-    backends = Backends.local(args.generator, args.refiner, args.retriever, max_message_mb=args.max_message_mb,
-                              token=config.read_secret(None, config.BACKEND_TOKEN_ENV))  # backends with auth on
-    return Engine(backends, corpus=load_corpus(args.corpus), image_root=args.image_root,
+    clients = ServiceClients.local(args.generator, args.refiner, args.retriever, max_message_mb=args.max_message_mb,
+                                   token=config.read_secret(None, config.BACKEND_TOKEN_ENV))  # backends with auth on
+    return Engine(clients, corpus=load_corpus(args.corpus), image_root=args.image_root,
                   collection=args.collection)

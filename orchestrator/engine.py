@@ -1,6 +1,6 @@
 """The round engine: one loop for every mode, simulated dialogs and human sessions alike.
 
-    engine = Engine(Backends.local(...), corpus=load_corpus(...), image_root=..., collection="coco")
+    engine = Engine(ServiceClients.local(...), corpus=load_corpus(...), image_root=..., collection="coco")
     async for rnd in engine.run_dialog(orchestrator_pb2.RunDialogRequest(target_id="7", rounds=10)):
         ...                                   # genir.v1.Round, streamed as each round finishes
     await engine.close()
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
-from orchestrator.backends import Backends
+from orchestrator.clients import ServiceClients
 from orchestrator.datasets import Corpus
 from orchestrator.dialog import SEED_MASK, DialogState, Last
 from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step, fusion_weights, mode_name
@@ -75,15 +75,15 @@ def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: s
 class Engine:
     """Runs rounds over the backends. `images` (a store with put_image) enables delivery by reference."""
 
-    def __init__(self, backends: Backends, *, corpus: Corpus | None = None, image_root: str | Path | None = None,
-                 collection: str = "", round_timeout: float = 600.0, images=None, own_backends: bool = True):
-        self.backends = backends
+    def __init__(self, clients: ServiceClients, *, corpus: Corpus | None = None, image_root: str | Path | None = None,
+                 collection: str = "", round_timeout: float = 600.0, images=None, own_clients: bool = True):
+        self.clients = clients
         self.corpus = corpus
         self.image_root = Path(image_root) if image_root else None
         self.collection = collection
         self.round_timeout = round_timeout
         self.images = images
-        self._own = own_backends
+        self._own = own_clients
         self._modes: dict[str, Mode] = {name: cls(self) for name, cls in MODES.items()}
         self._modes.update({old: self._modes[new] for old, new in ALIASES.items()})  # sessions stored before
         self._generator_info: generator_pb2.GeneratorInfo | None = None
@@ -141,7 +141,7 @@ class Engine:
         cached = self._corpus_checked.get(collection)
         if cached is not None and time.monotonic() - cached < CORPUS_CHECK_TTL_S:
             return
-        info = await self.backends.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
+        info = await self.clients.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
             collection=collection))
         if not info.corpus_fingerprint:
             raise FailedPrecondition(f"corpus: collection {collection!r} records no corpus list (written by Upsert, "
@@ -154,7 +154,7 @@ class Engine:
 
     async def _first_difference(self, collection: str, size: int) -> str:
         async def page(offset: int, limit: int):
-            return (await self.backends.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
+            return (await self.clients.retriever.call("CollectionInfo", retriever_pb2.CollectionInfoRequest(
                 collection=collection, paths_offset=offset, paths_limit=limit))).paths
 
         return await first_difference_paged(self.corpus.paths, size, page, CORPUS_PAGE)
@@ -282,7 +282,7 @@ class Engine:
     async def generator_info(self, deadline: float | None = None) -> generator_pb2.GeneratorInfo:
         """The generator's model and limits, asked once (the preset depends on its family)."""
         if self._generator_info is None:
-            self._generator_info = await self.backends.generator.call("Info", generator_pb2.InfoRequest(),
+            self._generator_info = await self.clients.generator.call("Info", generator_pb2.InfoRequest(),
                                                                       deadline=deadline)
         return self._generator_info
 
@@ -301,11 +301,11 @@ class Engine:
                 log.warning("describe: %s %s: %s", backend.name, method, e)
                 return None
 
-        gen = await ask(self.backends.generator, "Info", generator_pb2.InfoRequest()) \
+        gen = await ask(self.clients.generator, "Info", generator_pb2.InfoRequest()) \
             if name in RENDERING_MODES else None
-        ref = await ask(self.backends.refiner, "Info", refiner_pb2.RefinerInfoRequest()) \
+        ref = await ask(self.clients.refiner, "Info", refiner_pb2.RefinerInfoRequest()) \
             if name in REFINER_MODES else None
-        col = await ask(self.backends.retriever, "CollectionInfo",
+        col = await ask(self.clients.retriever, "CollectionInfo",
                         retriever_pb2.CollectionInfoRequest(collection=opts.collection))
         models = {"generator": gen and gen.model, "refiner": ref and ref.model, "retriever": col and col.model}
         return {k: v for k, v in models.items() if v}, effective_settings(opts, name, gen, ref)
@@ -326,7 +326,7 @@ class Engine:
         if r.guidance is not None:
             req.guidance_scale = r.guidance
         with st.stage("generate"):
-            resp = await self.backends.generator.call("Generate", req, deadline=st.deadline)
+            resp = await self.clients.generator.call("Generate", req, deadline=st.deadline)
         st.record_backend("generate", resp.timings)
         if not resp.images:
             raise FailedPrecondition("generator: Generate returned no image")
@@ -350,13 +350,13 @@ class Engine:
             # an approximate index.
             req.target_id, req.exact = st.target_id, True
         with st.stage("retrieve"):
-            resp = await self.backends.retriever.call("Search", req, deadline=st.deadline)
+            resp = await self.clients.retriever.call("Search", req, deadline=st.deadline)
         st.record_backend("retrieve", resp.timings)
         return resp
 
     async def refiner(self, stage: str, method: str, st: DialogState, req) -> refiner_pb2.RefinerResponse:
         with st.stage(stage):
-            resp = await self.backends.refiner.call(method, req, deadline=st.deadline)
+            resp = await self.clients.refiner.call(method, req, deadline=st.deadline)
         st.record_backend(stage, resp.timings)
         return resp
 
@@ -366,4 +366,4 @@ class Engine:
 
     async def close(self) -> None:
         if self._own:
-            await self.backends.close()
+            await self.clients.close()

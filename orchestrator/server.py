@@ -15,7 +15,7 @@ import time
 import weakref
 
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
-from orchestrator.backends import BackendConfig, Backends, RetryPolicy
+from orchestrator.clients import ClientConfig, ServiceClients
 from orchestrator.corpus_images import MAX_SIDE, MIN_SIDE, CorpusImages
 from orchestrator.datasets import DatasetError, load_corpus
 from orchestrator.engine import Engine, resolve_options
@@ -23,6 +23,7 @@ from orchestrator.modes import mode_name
 from orchestrator.sessions import SessionStore
 from services.common import config, validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.retry import RetryPolicy
 from services.common.server import Service, run, serve
 
 log = logging.getLogger("genir.orchestrator")
@@ -57,15 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("retry-max-backoff", default=3.0, type=float, help="cap on one backoff pause, seconds")
 
 
-def backends_from_args(args) -> Backends:
+def clients_from_args(args) -> ServiceClients:
     retry = RetryPolicy(attempts=max(1, args.retry_attempts), initial_backoff=args.retry_initial_backoff,
                         max_backoff=args.retry_max_backoff)
     common = dict(budget=args.call_budget, ca=args.client_tls_ca, cert=args.client_tls_cert,
                   key=args.client_tls_key, max_message_mb=args.max_message_mb, retry=retry,
                   token=config.read_secret(args.backend_token_file, config.BACKEND_TOKEN_ENV))
-    return Backends(BackendConfig("generator", args.generator, timeout=args.generator_timeout, **common),
-                    BackendConfig("refiner", args.refiner, timeout=args.refiner_timeout, **common),
-                    BackendConfig("retriever", args.retriever, timeout=args.retriever_timeout, **common))
+    return ServiceClients(ClientConfig("generator", args.generator, timeout=args.generator_timeout, **common),
+                    ClientConfig("refiner", args.refiner, timeout=args.refiner_timeout, **common),
+                    ClientConfig("retriever", args.retriever, timeout=args.retriever_timeout, **common))
 
 
 def parse_get_corpus_image(request, default_collection: str, corpus) -> tuple[str, int]:
@@ -204,7 +205,7 @@ async def amain(args) -> int:
             log.error("%s", e)
             return 2
     store = SessionStore(args.db, ttl=args.session_ttl)
-    engine = Engine(backends_from_args(args), corpus=corpus, image_root=args.image_root,
+    engine = Engine(clients_from_args(args), corpus=corpus, image_root=args.image_root,
                     collection=args.collection, round_timeout=args.round_timeout, images=store)
     servicer = OrchestratorServicer(engine, store, args.max_message_mb)
     purger = asyncio.ensure_future(_purge_loop(store, min(60.0, max(1.0, args.session_ttl / 4))))

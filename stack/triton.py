@@ -35,12 +35,10 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -48,6 +46,7 @@ from pathlib import Path
 
 from services.common import config
 from services.refiner.triton_repository import DEFAULT_REPOSITORY, TritonStartError, write_repository
+from stack.process import ChildProcess
 
 log = logging.getLogger("genir.triton")
 
@@ -97,28 +96,29 @@ def _shm_files(prefix: str) -> list[str]:
     return glob.glob(str(SHM_DIR / (glob.escape(prefix) + "*")))
 
 
-class TritonProcess:
+class TritonProcess(ChildProcess):
     """One tritonserver process serving a model repository on 127.0.0.1 (or `host`)."""
+
+    exited_error = TritonStartError
 
     def __init__(self, model_repository: str | Path, workdir: str | Path, *, model: str | Path | None = None,
                  model_name: str = "gemma3", host: str = "127.0.0.1", http_port: int = 8000,
                  grpc_port: int = 8001, metrics_port: int = 8002, parameters: dict[str, str] | None = None,
                  log_path: str | Path | None = None, log_verbose: int = 0, extra_args: list[str] | None = None,
                  tritonserver: str | None = None, env: dict[str, str] | None = None):
+        # the kernel kills tritonserver if this launcher dies (kill -9): no orphan keeps the ports
+        super().__init__([], log_path, name="tritonserver", preexec_fn=_die_with_parent)
         self.source = Path(model_repository)
         self.workdir = Path(workdir).resolve()
         self.model = Path(model).resolve() if model else None
         self.model_name = model_name
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.parameters = dict(parameters or {})
-        self.log_path = Path(log_path) if log_path else None
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args or [])
         self.tritonserver = tritonserver
-        self.env = env
+        self.base_env = env
         self.shm_prefix = f"{SHM_PREFIX}genir_{uuid.uuid4().hex[:12]}_"
-        self.popen: subprocess.Popen | None = None
-        self._log_file = None
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -143,7 +143,7 @@ class TritonProcess:
                 raise TritonStartError(f"--model {self.model}: not a Hugging Face model folder (no config.json)")
             params["model_path"] = str(self.model)
         repo = write_repository(self.source, self.workdir, self.model_name, params) if params else self.source.resolve()
-        env = dict(self.env if self.env is not None else os.environ)
+        env = dict(self.base_env if self.base_env is not None else os.environ)
         venv_bin = Path(sys.executable).parent  # not resolved: the venv's bin, not the base interpreter's
         env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
         args = [f"--model-repository={repo}"]
@@ -166,26 +166,10 @@ class TritonProcess:
         return [binary] + args + self.extra_args, env
 
     def start(self) -> "TritonProcess":
-        cmd, env = self.command()
-        if self.log_path:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.log_path, "ab")
-        out = self._log_file if self._log_file else None
-        log.info("starting %s", " ".join(cmd))
-        # own process group: stop() can reach the Python-backend stubs too; and the kernel kills
-        # tritonserver if this launcher dies (kill -9), so no orphan keeps the ports and the stub
-        self.popen = subprocess.Popen(cmd, env=env, cwd=self.workdir, stdout=out,
-                                      stderr=subprocess.STDOUT if out else None, start_new_session=True,
-                                      preexec_fn=_die_with_parent)
-        return self
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        if not self.log_path or not self.log_path.exists():
-            return "(log on the launcher's stdout)"
-        return self.log_path.read_text(errors="replace")[-chars:]
+        self.cmd, self.env = self.command()
+        self.cwd = self.workdir
+        log.info("starting %s", " ".join(self.cmd))
+        return super().start()
 
     def _get(self, path: str, timeout: float = 1.0) -> int | None:
         try:
@@ -202,49 +186,23 @@ class TritonProcess:
     def wait_ready(self, timeout: float = 180.0, poll: float = 0.25) -> "TritonProcess":
         """Block until server and model are ready. If Triton exits, raise TritonStartError at once;
         if it is still not ready at the deadline, kill it and raise TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive():
-                code = self.popen.returncode if self.popen else None
-                self.cleanup_shm()
-                raise TritonStartError(f"tritonserver exited with code {code} before becoming ready:\n{self.log_tail()}")
-            if self.is_ready():
-                log.info("Triton ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url, self.metrics_url)
-                return self
-            if time.monotonic() >= deadline:
-                self.kill()
-                raise TimeoutError(f"tritonserver not ready within {timeout:.0f}s (killed):\n{self.log_tail()}")
-            time.sleep(poll)
+        try:
+            super().wait_ready(self.is_ready, timeout, poll)
+        except TritonStartError:
+            self.cleanup_shm()
+            raise
+        log.info("Triton ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url, self.metrics_url)
+        return self
 
     # ------------------------------------------------------------------ stop
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (Triton unloads models and drains), SIGKILL after `timeout`; then clean shm."""
-        if self.popen is None:
-            return None
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("tritonserver ignored SIGTERM for %.0fs; killing it", timeout)
-        self.kill()
-        return self.popen.returncode
+        return self.terminate(timeout)
 
     def kill(self) -> None:
         """SIGKILL the whole process group (server and stubs), then remove this run's shm files."""
-        if self.popen is not None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                log.error("tritonserver pid %d did not die after SIGKILL", self.popen.pid)
+        super().kill()
         self.cleanup_shm()
-        if self._log_file:
-            self._log_file.close()
-            self._log_file = None
 
     def cleanup_shm(self) -> list[str]:
         removed = []
@@ -257,9 +215,6 @@ class TritonProcess:
         if removed:
             log.info("removed %d leftover shared-memory regions of this run", len(removed))
         return removed
-
-    def __enter__(self):
-        return self.start()
 
     def __exit__(self, *exc):
         self.stop()

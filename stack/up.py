@@ -40,7 +40,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -49,6 +48,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import config
 from services.common.ports import free_port
+from services.common.retry import RetryPolicy
+from stack.process import ChildProcess, exit_reason  # noqa: F401 - exit_reason: tests import it here
 
 log = logging.getLogger("genir.up")
 
@@ -91,17 +92,6 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def exit_reason(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
 SECRET_ENV = ("GENIR_AUTH_TOKEN", "GENIR_BACKEND_TOKEN", "GENIR_ORCHESTRATOR_AUTH_TOKEN",
               "GENIR_WEB_ORCHESTRATOR_TOKEN")
 
@@ -133,28 +123,39 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-@dataclass
-class Service:
-    name: str
-    cmd: list[str]
-    port: int
-    metrics_port: int
-    log_path: Path
-    ready_url: str | None = None            # HTTP readiness (Triton); else gRPC health on port
-    creds: grpc.ChannelCredentials | None = field(default=None, repr=False)  # health probe over TLS
-    popen: subprocess.Popen | None = field(default=None, repr=False)
+class ServiceProcess(ChildProcess):
+    """One service of the stack as a child process: its ports and how to tell that it is ready."""
 
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+    exited_error = StartError
+
+    def __init__(self, name: str, cmd: list[str], port: int, metrics_port: int, log_path: Path,
+                 ready_url: str | None = None, creds: grpc.ChannelCredentials | None = None):
+        super().__init__(cmd, log_path, cwd=ROOT, name=name, signal_group=True)
+        self.port, self.metrics_port = port, metrics_port
+        self.ready_url = ready_url      # HTTP readiness (Triton, the web page); else gRPC health on port
+        self.creds = creds              # health probe over TLS
 
     def ready(self) -> bool:
         return http_ok(self.ready_url) if self.ready_url else grpc_serving(f"127.0.0.1:{self.port}", creds=self.creds)
 
-    def log_tail(self, chars: int = 3000) -> str:
+    def descendants(self) -> list:
+        """psutil.Process of every live descendant."""
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
+            return psutil.Process(self.popen.pid).children(recursive=True) if self.alive() else []
+        except psutil.Error:
+            return []
+
+    def kill(self) -> None:
+        """SIGKILL the process group and every descendant, including those in a session of their own
+        (tritonserver)."""
+        tree = self.descendants()
+        super().kill()
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(tree, timeout=10)
 
 
 class Stack:
@@ -201,7 +202,7 @@ class Stack:
         else:
             self.ports = {**DEFAULT_PORTS, **ports}
             self.triton_http = self.ports.pop("triton_http", TRITON_HTTP_DEFAULT)
-        self.services: dict[str, Service] = {}
+        self.services: dict[str, ServiceProcess] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ addresses
@@ -215,7 +216,7 @@ class Stack:
     def _genir(self, *args) -> list[str]:
         return [sys.executable, "-m", "genir.cli", *map(str, args)]
 
-    def command(self, name: str) -> Service:
+    def command(self, name: str) -> ServiceProcess:
         port, mport = self.ports[name]
         common = ["--host", "127.0.0.1", "--port", port, "--metrics-port", mport]
         ready_url = None
@@ -251,8 +252,8 @@ class Stack:
         if name in self.health_tls:
             from services.common import tls
             creds = tls.channel_credentials(*self.health_tls[name])
-        return Service(name, [str(c) for c in cmd], port, mport, self.workdir / "logs" / f"{name}.log", ready_url,
-                       creds=creds)
+        return ServiceProcess(name, [str(c) for c in cmd], port, mport, self.workdir / "logs" / f"{name}.log",
+                              ready_url, creds=creds)
 
     # ------------------------------------------------------------------ start / stop
     def service_env(self, name: str) -> dict:
@@ -269,34 +270,31 @@ class Stack:
             env["GENIR_BACKEND_TOKEN"] = self.backend_token
         return env
 
+    def _child_env(self, env: dict) -> dict:
+        """With parent_death, the child asks for SIGTERM when this process dies (die_with_parent)."""
+        return {**env, PARENT_ENV: str(os.getpid())} if self.parent_death else env
+
     def _child_kw(self, env: dict) -> dict:
-        """Own session (the terminal's Ctrl-C reaches only genir up, which stops children in order);
-        with parent_death, the child asks for SIGTERM when this process dies (die_with_parent)."""
-        if self.parent_death:
-            env = {**env, PARENT_ENV: str(os.getpid())}
-        return {"start_new_session": True, "env": env}
+        """Own session, as every ChildProcess: the terminal's Ctrl-C reaches only genir up."""
+        return {"start_new_session": True, "env": self._child_env(env)}
 
     def url(self, name: str = "web") -> str:
         return f"http://127.0.0.1:{self.ports[name][0]}/"
 
-    def _spawn(self, name: str) -> Service:
+    def _spawn(self, name: str) -> ServiceProcess:
         svc = self.command(name)
-        svc.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(svc.log_path, "ab") as out:
-            svc.popen = subprocess.Popen(svc.cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                         **self._child_kw(self.service_env(name)))
+        svc.env = self._child_env(self.service_env(name))
+        svc.start()
         log.info("started %s (pid %d): %s", name, svc.popen.pid, " ".join(svc.cmd[2:]))
         with self._lock:
             self.services[name] = svc
         return svc
 
-    def _wait(self, svcs: list[Service], deadline: float) -> None:
+    def _wait(self, svcs: list[ServiceProcess], deadline: float) -> None:
         pending = list(svcs)
         while pending:
             for svc in list(pending):
-                if not svc.alive():
-                    raise StartError(f"{svc.name} exited with code {svc.popen.returncode} during start-up "
-                                     f"(log {svc.log_path}):\n{svc.log_tail()}")
+                svc.check_alive(f"during start-up (log {svc.log_path})")
                 if svc.ready():
                     log.info("%s ready on port %d", svc.name, svc.port)
                     pending.remove(svc)
@@ -387,21 +385,12 @@ class Stack:
         return proc.returncode
 
     def kill(self, name: str) -> None:
-        """SIGKILL one service (fault injection): its process group and every descendant, including
-        those in a session of their own (tritonserver)."""
+        """SIGKILL one service (fault injection) with everything it started."""
         svc = self.services.get(name)
         if svc and svc.alive():
-            tree = self.descendants(name)
-            os.killpg(svc.popen.pid, signal.SIGKILL)
-            for p in tree:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            svc.popen.wait(10)
-            psutil.wait_procs(tree, timeout=10)
+            svc.kill()
 
-    def restart(self, name: str) -> Service:
+    def restart(self, name: str) -> ServiceProcess:
         """Kill -9 `name` if it still runs, then start it again on the same ports with the same flags."""
         self.kill(name)
         svc = self.services.get(name)
@@ -413,10 +402,7 @@ class Stack:
     def descendants(self, name: str) -> list:
         """psutil.Process of every live descendant of `name`'s process."""
         svc = self.services.get(name)
-        try:
-            return psutil.Process(svc.popen.pid).children(recursive=True) if svc and svc.alive() else []
-        except psutil.Error:
-            return []
+        return svc.descendants() if svc else []
 
     def stop(self, names=None, grace: float = 30.0) -> dict[str, int | None]:
         """SIGTERM in reverse start order, SIGKILL after `grace`; returns exit codes."""
@@ -425,16 +411,7 @@ class Stack:
             svc = self.services.get(name)
             if svc is None or (names and name not in names):
                 continue
-            if svc.alive():
-                try:
-                    os.killpg(svc.popen.pid, signal.SIGTERM)
-                    svc.popen.wait(grace)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s ignored SIGTERM for %.0fs; killing it", name, grace)
-                    self.kill(name)
-                except ProcessLookupError:
-                    pass
-            codes[name] = svc.popen.returncode if svc.popen else None
+            codes[name] = svc.terminate(grace)
         if names is None:
             self._reap_strays()
         return codes
@@ -476,11 +453,11 @@ class Supervisor:
                  max_backoff: float = 30.0):
         self.stack = stack
         self.max_restarts, self.window = max_restarts, window
-        self.first_backoff, self.max_backoff = first_backoff, max_backoff
+        self.retry = RetryPolicy(attempts=None, initial_backoff=first_backoff, max_backoff=max_backoff, jitter=False)
         self.deaths: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self.due: dict[str, float] = {}          # name -> when to restart it
 
-    def _why(self, svc: Service) -> str:
+    def _why(self, svc: ServiceProcess) -> str:
         last = [ln.strip() for ln in svc.log_tail(2000).splitlines() if ln.strip()]
         tail = f"; last log line: {last[-1][:200]}" if last else ""
         return f"{exit_reason(svc.popen.returncode)}{tail} (log {svc.log_path})"
@@ -498,7 +475,7 @@ class Supervisor:
             if len(deaths) > self.max_restarts:
                 raise StartError(f"{name} died {len(deaths)} times within {self.window:.0f}s; giving up. "
                                  f"Last: {self._why(svc)}")
-            delay = min(self.max_backoff, self.first_backoff * 2 ** (len(deaths) - 1))
+            delay = self.retry.backoff(len(deaths) - 1)
             log.error("%s died: %s; restarting it in %.0fs (restart %d of at most %d per %.0fs)", name,
                       self._why(svc), delay, len(deaths), self.max_restarts, self.window)
             self.due[name] = now + delay

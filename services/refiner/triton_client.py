@@ -31,10 +31,13 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from services.common import errors
+from services.common.retry import RetryPolicy
 
 log = logging.getLogger("genir.refiner.triton")
 
 RETRYABLE = {"UNAVAILABLE", "NOT_FOUND"}
+# retries last `retry_seconds` (the caller's bound), 0.1 s apart at first, at most 1 s apart
+RETRY = RetryPolicy(attempts=None, initial_backoff=0.1, max_backoff=1.0, jitter=False)
 OUTPUTS = ("text", "prompt_tokens", "completion_tokens")
 
 
@@ -107,7 +110,7 @@ class TritonVLM:
         retry_until = start + min(self.retry_seconds, budget)
         inputs = build_inputs(messages, images, sampling)
         outputs = [InferRequestedOutput(name) for name in OUTPUTS]
-        delay, attempts = 0.1, 0
+        attempts = 0
         while True:
             attempts += 1
             remaining = deadline - time.monotonic()
@@ -119,13 +122,13 @@ class TritonVLM:
             except InferenceServerException as e:
                 error = self._map(e, budget)
                 now = time.monotonic()
+                delay = RETRY.backoff(attempts - 1)
                 if _status(e) not in RETRYABLE or now + delay >= min(retry_until, deadline):
                     if attempts > 1 and isinstance(error, errors.Unavailable):
                         error = self._unavailable(f"{e.message()} (after {attempts} attempts in {now - start:.1f}s)")
                     raise error from None
                 log.warning("Triton %s: %s; retry %d in %.1fs", self.url, _status(e), attempts, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
         return Completion(text=result.as_numpy("text")[0, 0].decode("utf-8", errors="replace"),
                           prompt_tokens=int(result.as_numpy("prompt_tokens")[0, 0]),
                           completion_tokens=int(result.as_numpy("completion_tokens")[0, 0]),

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.ports import free_port  # noqa: F401 - tests import it from here
+from stack.process import ChildProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -42,66 +41,21 @@ def health_status(target: str, service: str = "", timeout: float = 2.0) -> int |
         return None
 
 
-class Proc:
+class Proc(ChildProcess):
     """A real server process with its log in a file; stops by SIGTERM (then SIGKILL)."""
 
     def __init__(self, cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None):
-        self.cmd = [str(c) for c in cmd]
-        self.log_path = Path(log_path)
-        self.env = env or proc_env()
-        self.cwd = cwd or ROOT
-        self.popen: subprocess.Popen | None = None
-
-    def start(self) -> "Proc":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                      cwd=self.cwd, start_new_session=True)
-        return self
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        super().__init__(cmd, log_path, env=env or proc_env(), cwd=cwd or ROOT)
 
     def log(self, tail: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-tail:]
-        except FileNotFoundError:
-            return ""
+        return self.log_tail(tail)
 
     def wait_healthy(self, port: int, timeout: float = 120.0, host: str = "127.0.0.1") -> "Proc":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.cmd[:4]} exited with {self.popen.returncode}:\n{self.log()}")
-            if health_status(f"{host}:{port}", timeout=1.0) == health_pb2.HealthCheckResponse.SERVING:
-                return self
-            time.sleep(0.2)
-        self.kill()
-        raise TimeoutError(f"{self.cmd[:4]} not SERVING on {port} within {timeout}s:\n{self.log()}")
+        serving = lambda: health_status(f"{host}:{port}", timeout=1.0) == health_pb2.HealthCheckResponse.SERVING  # noqa: E731
+        return self.wait_ready(serving, timeout, what=f"SERVING on {port}")
 
     def terminate(self, timeout: float = 60.0) -> int:
-        if not self.alive():
-            return self.popen.returncode if self.popen else 0
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return -9
-
-    def kill(self) -> None:
-        if self.alive():
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.popen.wait(10)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.terminate()
+        return super().terminate(timeout)
 
 
 def grpcurl_bin() -> str:

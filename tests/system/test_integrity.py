@@ -213,7 +213,7 @@ class _Hit:
 def _engine(image_root):
     from orchestrator.engine import Engine
 
-    return Engine(backends=None, image_root=image_root, own_backends=False)
+    return Engine(clients=None, image_root=image_root, own_clients=False)
 
 
 @pytest.mark.parametrize("path", ["../outside/secret.png", "/etc/passwd", "escape.png", "escape_dir/secret.png"])

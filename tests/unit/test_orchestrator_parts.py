@@ -10,12 +10,13 @@ import grpc
 import pytest
 
 from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc, orchestrator_pb2
-from orchestrator.backends import Backend, BackendConfig, RetryPolicy
+from orchestrator.clients import ClientConfig, ServiceClient
 from orchestrator.dialog import derive_seed
 from orchestrator.engine import resolve_options
 from orchestrator.modes import mode_name
 from orchestrator.sessions import SessionStore
 from services.common import errors
+from services.common.retry import RetryPolicy
 from tests.support.procs import free_port
 
 
@@ -40,7 +41,7 @@ async def _with_server(script, fn, **cfg):
     generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    backend = Backend(BackendConfig("generator", f"127.0.0.1:{port}", **cfg), generator_pb2_grpc.GeneratorStub)
+    backend = ServiceClient(ClientConfig("generator", f"127.0.0.1:{port}", **cfg), generator_pb2_grpc.GeneratorStub)
     try:
         return await fn(backend), servicer.calls
     finally:

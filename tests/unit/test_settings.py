@@ -119,7 +119,7 @@ async def _engine_over(servicers: dict):
     import grpc
 
     from genir.v1 import generator_pb2_grpc, refiner_pb2_grpc, retriever_pb2_grpc
-    from orchestrator.backends import Backends
+    from orchestrator.clients import ServiceClients
     from orchestrator.engine import Engine
     from tests.support.procs import free_port
 
@@ -132,7 +132,7 @@ async def _engine_over(servicers: dict):
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     target = f"127.0.0.1:{port}"
-    return Engine(Backends.local(target, target, target), collection="c"), server
+    return Engine(ServiceClients.local(target, target, target), collection="c"), server
 
 
 def _state():

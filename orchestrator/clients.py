@@ -1,4 +1,4 @@
-"""Async clients of the three backends (generator, refiner, retriever) with deadlines and retries.
+"""Async gRPC clients of the three backend services (generator, refiner, retriever) with deadlines and retries.
 
 One channel per backend, opened once and reused by every call. Each attempt gets its own
 deadline (the backend's per-call timeout, cut to what is left of the overall budget). Transient
@@ -20,8 +20,9 @@ import grpc
 from genir.v1 import generator_pb2_grpc, refiner_pb2_grpc, retriever_pb2_grpc
 from services.common import errors
 from services.common.channels import open_channel
+from services.common.retry import RetryPolicy
 
-log = logging.getLogger("genir.orchestrator.backends")
+log = logging.getLogger("genir.orchestrator.clients")
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
@@ -31,20 +32,7 @@ _RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_b
 
 
 @dataclass
-class RetryPolicy:
-    attempts: int = 5               # total attempts, first one included
-    initial_backoff: float = 0.2    # seconds before the first retry
-    max_backoff: float = 3.0
-    multiplier: float = 2.0
-
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """Equal jitter: uniform in [cap/2, cap], cap = min(max, initial * multiplier^retry)."""
-        cap = min(self.max_backoff, self.initial_backoff * self.multiplier ** retry)
-        return rng.uniform(0.5 * cap, cap)
-
-
-@dataclass
-class BackendConfig:
+class ClientConfig:
     name: str                       # "generator", "refiner", "retriever": named in errors
     target: str                     # host:port
     timeout: float = 60.0           # per attempt, seconds
@@ -57,10 +45,10 @@ class BackendConfig:
     token: str | None = field(default=None, repr=False)   # bearer token the backend requires
 
 
-class Backend:
-    """One backend service: a reused channel, a stub, and `call` with deadlines and retries."""
+class ServiceClient:
+    """The client of one backend service: a reused channel, a stub, and `call` with deadlines and retries."""
 
-    def __init__(self, cfg: BackendConfig, stub_cls):
+    def __init__(self, cfg: ClientConfig, stub_cls):
         self.cfg = cfg
         self.name = cfg.name
         self._rng = random.Random()
@@ -86,7 +74,7 @@ class Backend:
             except grpc.aio.AioRpcError as e:
                 attempt += 1
                 pause = self.cfg.retry.backoff(attempt - 1, self._rng)
-                retry = (e.code() in RETRYABLE and attempt < self.cfg.retry.attempts
+                retry = (e.code() in RETRYABLE and self.cfg.retry.allows(attempt)
                          and time.monotonic() + pause < end)
                 if not retry:
                     raise errors.from_rpc_error(e, f"{self.name} {method}"
@@ -95,31 +83,23 @@ class Backend:
                             e.details(), attempt, pause)
                 await asyncio.sleep(pause)
 
-    async def stream_unary(self, method: str, requests, *, timeout: float | None = None):
-        """Client-streaming call without retries (its request iterator cannot be replayed)."""
-        try:
-            return await getattr(self.stub, method)(requests, timeout=timeout or self.cfg.budget,
-                                                    metadata=self.metadata)
-        except grpc.aio.AioRpcError as e:
-            raise errors.from_rpc_error(e, f"{self.name} {method}") from None
-
     async def close(self) -> None:
         await self.channel.close()
 
 
-class Backends:
+class ServiceClients:
     """The generator, refiner and retriever clients the round engine uses."""
 
-    def __init__(self, generator: BackendConfig, refiner: BackendConfig, retriever: BackendConfig):
-        self.generator = Backend(generator, generator_pb2_grpc.GeneratorStub)
-        self.refiner = Backend(refiner, refiner_pb2_grpc.RefinerStub)
-        self.retriever = Backend(retriever, retriever_pb2_grpc.RetrieverStub)
+    def __init__(self, generator: ClientConfig, refiner: ClientConfig, retriever: ClientConfig):
+        self.generator = ServiceClient(generator, generator_pb2_grpc.GeneratorStub)
+        self.refiner = ServiceClient(refiner, refiner_pb2_grpc.RefinerStub)
+        self.retriever = ServiceClient(retriever, retriever_pb2_grpc.RetrieverStub)
 
     @classmethod
-    def local(cls, generator: str, refiner: str, retriever: str, **common) -> "Backends":
+    def local(cls, generator: str, refiner: str, retriever: str, **common) -> "ServiceClients":
         """Plaintext clients with the same settings for all three (tests, benchmarks, the demo)."""
-        return cls(BackendConfig("generator", generator, **common), BackendConfig("refiner", refiner, **common),
-                   BackendConfig("retriever", retriever, **common))
+        return cls(ClientConfig("generator", generator, **common), ClientConfig("refiner", refiner, **common),
+                   ClientConfig("retriever", retriever, **common))
 
     async def close(self) -> None:
         await asyncio.gather(self.generator.close(), self.refiner.close(), self.retriever.close())
