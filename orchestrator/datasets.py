@@ -26,12 +26,6 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def id_of(self, path: str) -> int:
-        try:
-            return self.index[_norm(path)]
-        except KeyError:
-            raise DatasetError(f"{path!r} is not in the corpus {self.source or ''}".strip()) from None
-
     def path_of(self, corpus_id: int) -> str:
         if not 0 <= corpus_id < len(self.paths):
             raise DatasetError(f"corpus id {corpus_id} is out of range [0, {len(self.paths) - 1}]")

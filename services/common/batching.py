@@ -118,10 +118,6 @@ class MicroBatcher:
         self._queue.clear()
         await asyncio.to_thread(self._executor.shutdown, True)
 
-    @property
-    def depth(self) -> int:
-        return len(self._queue)
-
     # ------------------------------------------------------------------ requests
     async def submit(self, key: Hashable, items: list, deadline: float | None = None):
         if self._task is None:

@@ -335,10 +335,6 @@ class RetrieverBackend:
         COLLECTION_POINTS.labels(collection).set(info["points"])
         return info
 
-    def dim_for(self, collection: str) -> int:
-        return self.store.meta(collection).dim
-
-
 def check_weights(w_image: float, w_text: float) -> tuple[float, float]:
     for name, w in (("fusion.image_weight", w_image), ("fusion.text_weight", w_text)):
         if not np.isfinite(w) or w < 0 or w > 1000:

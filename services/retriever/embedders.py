@@ -186,12 +186,6 @@ class Embedder(ABC):
                 vecs.append(self._normalise(self._text_features(enc)))
         return (np.concatenate(vecs) if vecs else np.zeros((0, self.dim), np.float32)), flags
 
-    def info(self) -> dict:
-        return {"model": self.model_id, "kind": self.kind, "dim": self.dim, "device": self.device,
-                "image_size": [self.preprocess.height, self.preprocess.width],
-                "text_max_tokens": self.text_max_tokens}
-
-
 class BlipEmbedder(Embedder):
     """BLIP image-text retrieval (ITC heads). GenIR/ChatIR preprocessing by default."""
 

@@ -72,9 +72,6 @@ class Indexer:
         self.store, self.embedder, self.collection = store, embedder, collection
         self.meta = store.ensure(collection, embedder.model_id, embedder.dim)
 
-    def add_pixels(self, ids, pixels: np.ndarray, payloads: list[dict]) -> None:
-        self.store.upsert(self.collection, ids, self.embedder.embed_pixels(pixels), payloads)
-
     def add_images(self, ids, images, payloads: list[dict]) -> None:
         self.store.upsert(self.collection, ids, self.embedder.embed_images(images), payloads)
 
