@@ -35,7 +35,7 @@ CONCURRENCY = (1, 4, 8, 16, 24)
 
 
 def _corpus(root: Path, n: int) -> tuple[Path, Path, Path]:
-    from tests.support.shapes import shape_image
+    from testkit.images import shape_image
 
     rng = random.Random(11)
     paths = [f"bench2026/{k:012d}.jpg" for k in range(n)]
@@ -154,7 +154,7 @@ def run(quick: bool = False) -> dict:
     from evaluation.runner import EvalConfig, select_targets
     from orchestrator.datasets import load_corpus, load_queries
     from stack.up import Stack
-    from tests.support.procs import ROOT
+    from testkit.procs import ROOT
 
     n_dialogs, rounds = (4, 1) if quick else (24, 2)
     models = ROOT / ".cache" / "tiny-models"

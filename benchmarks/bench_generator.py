@@ -67,7 +67,7 @@ def run_cpu(quick: bool) -> dict:
     from genir.v1 import generator_pb2, generator_pb2_grpc
     from services.common.images import encode_image
     from services.generator.pipeline import Pipeline
-    from tests.support.procs import Proc, free_port, proc_env
+    from testkit.procs import Proc, free_port, proc_env
 
     size, steps, reps = (64, 8, 3) if quick else (128, 20, 9)
     model = build_one(ROOT / ".cache" / "tiny-models", "sd3")

@@ -28,7 +28,7 @@ def run(quick: bool = False) -> dict:
     from genir.tiny_models import build_all
     from services.common.images import decode_image
     from services.retriever.embedders import load_embedder
-    from tests.support.shapes import make_corpus
+    from testkit.images import make_corpus
 
     n, batch, workers, size = (160, 32, 2, 224) if quick else (480, 32, 2, 224)
     model = build_all(ROOT / ".cache" / "tiny-models", seed=0, only=["blip"])["blip"]

@@ -33,14 +33,9 @@ SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
 
 
 def _png() -> bytes:
-    from PIL import Image
+    from testkit.images import png
 
-    img = Image.new("RGB", (96, 64), (30, 120, 200))
-    for x in range(0, 96, 7):
-        img.putpixel((x, x % 64), (250, 250, 0))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return png(96, 64, (30, 120, 200), marks=[((x, x % 64), (250, 250, 0)) for x in range(0, 96, 7)])
 
 
 def _stop_ids(model, tokenizer) -> list[int]:
@@ -65,7 +60,7 @@ def _executions(triton) -> int:
     """Triton's execute() calls of the model so far (1 per burst = all 8 rows in one generate())."""
     import urllib.request
 
-    from tests.support.procs import sample_sum
+    from testkit.procs import sample_sum
 
     with urllib.request.urlopen(triton.metrics_url, timeout=5) as r:
         text = r.read().decode()
@@ -112,7 +107,7 @@ def run(quick: bool = False) -> dict:
     from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
     from services.refiner.triton_repository import DEFAULT_REPOSITORY
     from stack.triton import TritonProcess
-    from tests.support.procs import Proc, free_port, proc_env
+    from testkit.procs import Proc, free_port, proc_env
 
     tokens, reps, n = (16, 2, 8) if quick else (48, 5, 8)
     model_dir = build_one(ROOT / ".cache" / "tiny-models", "gemma3")

@@ -66,8 +66,8 @@ def run(quick: bool = False) -> dict:
     from genir.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
     from services.retriever.embedders import load_embedder
     from services.retriever.store import EdgeStore, normalise_rows
-    from tests.support.procs import Proc, free_port, sample_sum, scrape
-    from tests.support.shapes import make_corpus
+    from testkit.images import make_corpus
+    from testkit.procs import Proc, free_port, sample_sum, scrape
 
     points, reps = (2_000, 2) if quick else (50_000, 3)
     if quick:

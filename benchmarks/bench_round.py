@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _corpus(root: Path, n: int = 24) -> tuple[Path, Path]:
-    from tests.support.shapes import make_corpus
+    from testkit.images import make_corpus
 
     make_corpus(root / "images", n, seed=1, size=(64, 64), corpus_file=root / "corpus.json")
     return root / "corpus.json", root / "images"

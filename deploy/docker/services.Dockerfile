@@ -44,6 +44,7 @@ COPY orchestrator ./orchestrator
 COPY evaluation ./evaluation
 COPY stack ./stack
 COPY benchmarks ./benchmarks
+COPY testkit ./testkit
 COPY protos ./protos
 # Editable install: the code runs from /app exactly as in a checkout (the refiner's Triton model
 # repository under services/refiner/triton is used by `genir serve triton` in the cpu-dev overlay).

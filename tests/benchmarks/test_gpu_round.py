@@ -12,7 +12,7 @@ import sys
 
 from benchmarks.__main__ import available
 from benchmarks.common import RESULTS
-from tests.support.procs import ROOT, proc_env
+from testkit.procs import ROOT, proc_env
 
 
 def test_gpu_round_smoke_run_on_cpu_writes_a_full_record(tmp_path):

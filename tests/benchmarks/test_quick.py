@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.__main__ import available
 from benchmarks.common import RESULTS
-from tests.support.procs import ROOT, proc_env
+from testkit.procs import ROOT, proc_env
 
 
 def _committed() -> dict[str, str]:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from testkit.procs import free_port
 from tests.deploy.conftest import KUBECTL, ROOT
 from tests.deploy.test_manifests import containers, env_of, get, of_kind, pod_spec, selects
-from tests.support.procs import free_port
 
 GENIR_SERVERS = ("orchestrator", "generator", "refiner", "retriever")
 BACKENDS = ("generator", "refiner", "retriever")

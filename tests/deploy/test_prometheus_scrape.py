@@ -20,9 +20,9 @@ import yaml
 
 from genir.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from stack.up import Stack
+from testkit.images import make_corpus
+from testkit.procs import Proc, free_port
 from tests.deploy.conftest import ROOT
-from tests.support.procs import Proc, free_port
-from tests.support.shapes import make_corpus
 
 pytestmark = pytest.mark.timeout(600)
 PROM = ROOT / "deploy" / "prometheus"

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from genir.v1 import generator_pb2, generator_pb2_grpc
 from services.common.server import connection_age_options
-from tests.support.procs import Proc, free_port, health_status
+from testkit.procs import Proc, free_port, health_status
 from tests.system.certs import make_pki
 
 

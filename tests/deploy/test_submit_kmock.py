@@ -225,7 +225,7 @@ def test_unreachable_api_server_is_a_clear_error(tmp_path):
     """No emulator at all: the kubeconfig points at a closed port."""
     import subprocess
 
-    from tests.support.procs import free_port
+    from testkit.procs import free_port
 
     cfg = tmp_path / "kubeconfig"
     cfg.write_text(yaml.safe_dump({

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.procs import CHATIR_DIR, ROOT, proc_env
-from tests.support.shapes import shape_image
+from testkit.images import shape_image
+from testkit.procs import CHATIR_DIR, eval_cmd, run_captured
 
 N_CHATIR = 4
 N_SHAPES = 20
@@ -34,16 +32,12 @@ class EvalWorld:
     collection: str
 
     def eval_cmd(self, out: Path, *extra, queries: Path | None = None) -> list[str]:
-        return [sys.executable, "-m", "genir.cli", "eval", "--queries", str(queries or self.queries),
-                "--corpus", str(self.corpus), "--image-root", str(self.image_root), "--out", str(out),
-                "--orchestrator", self.stack.target("orchestrator"), "--metrics-port", "-1", "--no-progress",
-                # asked only for model ids and effective settings, so every run records the same ones
-                "--generator", self.stack.target("generator"), "--refiner", self.stack.target("refiner"),
-                *map(str, extra)]
+        # the generator and refiner are asked only for model ids and effective settings, so every run records the same ones
+        return eval_cmd(self.stack, self, out, "--generator", self.stack.target("generator"),
+                        "--refiner", self.stack.target("refiner"), *extra, queries=queries)
 
     def run_eval(self, out: Path, *extra, queries: Path | None = None, timeout: float = 600):
-        return subprocess.run(self.eval_cmd(out, *extra, queries=queries), cwd=ROOT, env=proc_env(),
-                              capture_output=True, text=True, timeout=timeout)
+        return run_captured(self.eval_cmd(out, *extra, queries=queries), timeout)
 
 
 def make_world_files(root: Path) -> tuple[Path, Path, Path, Path]:

@@ -24,8 +24,8 @@ import pytest
 
 from evaluation.records import load_dialogs
 from orchestrator.datasets import chatir_query, load_corpus, load_queries
-from tests.support.procs import ROOT, free_port, sample_sum, samples, scrape
-from tests.support.procs import proc_env as _env
+from testkit.procs import ROOT, free_port, sample_sum, samples, scrape
+from testkit.procs import proc_env as _env
 
 LIMIT, ROUNDS = 6, 2
 COMMON = ("--limit", LIMIT, "--rounds", ROUNDS, "--seed", 3, "--k", "1,5,10")

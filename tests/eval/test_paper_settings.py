@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from tests.support.procs import ROOT, Proc, free_port, proc_env
+from testkit.procs import ROOT, Proc, free_port, proc_env, run_captured
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def run_eval(world, out, generator, *extra):
     cmd = world.eval_cmd(out, "--embedded", "--generator", generator, "--refiner", stack.target("refiner"),
                          "--retriever", stack.target("retriever"), "--collection", world.collection,
                          "--limit", 1, "--rounds", 1, "--seed", 5, *extra)
-    done = subprocess.run(cmd, cwd=ROOT, env=proc_env(), capture_output=True, text=True, timeout=600)
+    done = run_captured(cmd)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
 
@@ -76,7 +76,7 @@ def test_genir_eval_without_flags_renders_sd35_at_28_steps_guidance_3_5_1024(eva
     for flag in ("--generator", "--refiner", "--retriever"):
         if flag in cmd:
             del cmd[cmd.index(flag):cmd.index(flag) + 2]
-    done = subprocess.run(cmd, cwd=ROOT, env=proc_env(), capture_output=True, text=True, timeout=600)
+    done = run_captured(cmd)
     assert done.returncode == 0, done.stderr[-4000:]
     items = received(record, before)
     assert len(items) == 2  # rounds 0 and 1, one rendering each

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from genir.v1 import generator_pb2, generator_pb2_grpc
-from tests.support.procs import Proc, free_port, grpcurl, health_status, sample_sum, scrape
+from testkit.procs import Proc, free_port, grpcurl, health_status, sample_sum, scrape
 
 GENERATE = "genir.v1.Generator/Generate"
 

@@ -13,7 +13,7 @@ from genir.v1 import generator_pb2, generator_pb2_grpc
 from services.generator.backends import BackendError, resolve
 from services.generator.pipeline import Pipeline
 from services.generator.scalewise import ScaleWiseBackend, build_tiny
-from tests.support.procs import Proc, free_port, proc_env
+from testkit.procs import Proc, free_port, proc_env
 
 
 def test_backend_names_resolve_and_bad_ones_are_named():

@@ -10,10 +10,10 @@ import time
 import grpc
 import pytest
 
+import testkit.images
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from stack.up import Stack
-from tests.support import shapes
-from tests.support.procs import free_port, grpcurl, health_status, sample_sum, scrape
+from testkit.procs import free_port, grpcurl, health_status, sample_sum, scrape
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -26,7 +26,7 @@ ORCH_FLAGS = ["--retry-attempts", RETRY_ATTEMPTS, "--retry-initial-backoff", "0.
 
 def make_corpus(root):
     """Small ChatIR-style corpus of coloured shapes; returns (corpus file, image root)."""
-    shapes.make_corpus(root / "images", N_IMAGES, seed=0, size=(64, 48), corpus_file=root / "corpus.json")
+    testkit.images.make_corpus(root / "images", N_IMAGES, seed=0, size=(64, 48), corpus_file=root / "corpus.json")
     return root / "corpus.json", root / "images"
 
 

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from genir.v1 import generator_pb2, generator_pb2_grpc
-from tests.support.procs import Proc, free_port, grpcurl, health_status, sample_sum, samples, scrape
+from testkit.procs import Proc, free_port, grpcurl, health_status, sample_sum, samples, scrape
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from genir import cli
-from tests.support import shapes
+from testkit.images import make_corpus
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,8 +79,8 @@ def photo_folder(root: Path) -> Path:
     from genir.corpus_folder import register_heif
 
     assert register_heif(), "pillow-heif is in requirements.txt"
-    shapes.make_corpus(root / "trip", 8, seed=5, size=(80, 60))
-    shapes.make_corpus(root / "home", 4, seed=6, size=(60, 80))
+    make_corpus(root / "trip", 8, seed=5, size=(80, 60))
+    make_corpus(root / "home", 4, seed=6, size=(60, 80))
     Image.new("RGB", (64, 48), (20, 160, 40)).save(root / "phone.heic")
     (root / "notes.txt").write_text("not a photo")
     (root / ".hidden.jpg").write_bytes(b"")

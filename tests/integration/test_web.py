@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from stack.up import ORDER, Stack
-from tests.support import shapes
+from testkit.images import make_corpus
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -32,7 +32,7 @@ WAIT = 240  # seconds for one round on 2 loaded cores
 @pytest.fixture(scope="module")
 def stack(tiny_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
-    shapes.make_corpus(root / "images", N_IMAGES, seed=3, size=(96, 72), corpus_file=root / "corpus.json")
+    make_corpus(root / "images", N_IMAGES, seed=3, size=(96, 72), corpus_file=root / "corpus.json")
     s = Stack(tiny_models, root / "stack", corpus=root / "corpus.json", image_root=root / "images",
               collection="webtest", ports="free", services=ORDER, auth_token=TOKEN, startup_timeout=300)
     s.start()
@@ -204,7 +204,7 @@ def test_grpcurl_json_has_explicit_ranks_rfc3339_times_and_corpus_photos(stack):
     import base64
     import re
 
-    from tests.support.procs import grpcurl
+    from testkit.procs import grpcurl
 
     auth = ["-H", f"authorization: Bearer {TOKEN}"]
     out = grpcurl(stack.target("orchestrator"), "genir.v1.Orchestrator/CreateSession", extra=auth, timeout=WAIT,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.procs import proc_env
-from tests.support.shapes import make_corpus
+from testkit.images import make_corpus
+from testkit.procs import proc_env
 
 N_IMAGES = 240      # readable images; two more corpus entries are a missing and a corrupt file
 BLIP_SIZE = 32      # tiny BLIP: 48 px checkpoint, 8 px patches -> run at 32 (position embeddings interpolated)

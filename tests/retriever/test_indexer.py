@@ -11,8 +11,8 @@ import time
 import numpy as np
 
 from services.retriever.store import EdgeStore
+from testkit.procs import Proc
 from tests.retriever.conftest import index_cmd, run_index
-from tests.support.procs import Proc
 
 BLOCK_AT = 150   # this entry is a FIFO: reading it blocks, so the run is killed at a known point
 

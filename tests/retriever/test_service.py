@@ -15,8 +15,8 @@ import pytest
 
 from genir.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from services.retriever.store import EdgeStore
+from testkit.procs import Proc, free_port, grpcurl, health_status, sample_sum, scrape
 from tests.retriever.conftest import BLIP_SIZE, numpy_rank, run_index
-from tests.support.procs import Proc, free_port, grpcurl, health_status, sample_sum, scrape
 
 SVC = "genir.v1.Retriever"
 

@@ -8,19 +8,16 @@ Every sender returns `Outcome(code, message)`: `code` is a grpc.StatusCode name 
 from __future__ import annotations
 
 import base64
-import io
 import json
-import struct
 import subprocess
 import urllib.error
 import urllib.request
-import zlib
 from dataclasses import dataclass
 
 import grpc
-from PIL import Image
 
-from tests.support.procs import grpcurl_bin
+from testkit.images import png, png_header_only  # noqa: F401 - the bad-input tests import them from here
+from testkit.procs import grpcurl_bin
 
 
 @dataclass
@@ -30,23 +27,6 @@ class Outcome:
 
 
 # ---------------------------------------------------------------------- image payloads
-def png(width: int = 32, height: int = 32, colour=(200, 40, 40)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A well-formed PNG header announcing width x height, with (almost) no pixel data: a
-    decompression bomb is refused from this header alone, before any pixel is inflated."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b"")
-
-
 def truncated_png() -> bytes:
     data = png(64, 64, (10, 200, 90))
     return data[: len(data) // 2]

@@ -4,15 +4,13 @@ real process on tiny models, started by stack.up.Stack on free ports)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from tests.support.procs import ROOT, proc_env
-from tests.support.shapes import make_corpus
+from testkit.images import make_corpus
+from testkit.procs import ROOT
 
 
 @dataclass
@@ -38,18 +36,6 @@ def start_stack(tiny_models, world: World, workdir: Path, collection: str, **kw)
     stack = Stack(tiny_models, workdir, corpus=world.corpus, image_root=world.image_root, collection=collection,
                   ports="free", startup_timeout=300, **kw)
     return stack.start()
-
-
-def eval_cmd(stack, world: World, out: Path, *extra) -> list[str]:
-    """`genir eval` through the stack's orchestrator."""
-    return [sys.executable, "-m", "genir.cli", "eval", "--queries", str(world.queries), "--corpus", str(world.corpus),
-            "--image-root", str(world.image_root), "--out", str(out), "--orchestrator", stack.target("orchestrator"),
-            "--metrics-port", "-1", "--no-progress", *map(str, extra)]
-
-
-def run_eval(stack, world: World, out: Path, *extra, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(eval_cmd(stack, world, out, *extra), cwd=ROOT, env=proc_env(), capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def tree_rss(pid: int) -> int:

@@ -23,7 +23,7 @@ from genir.v1 import (
     retriever_pb2,
     retriever_pb2_grpc,
 )
-from tests.support.procs import Proc, free_port, health_status, proc_env, sample_sum, scrape
+from testkit.procs import Proc, free_port, health_status, proc_env, sample_sum, scrape
 from tests.system.conftest import MAX_INFLIGHT
 
 pytestmark = pytest.mark.timeout(600)

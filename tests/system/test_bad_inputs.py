@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
-from tests.support.procs import health_status
+from testkit.procs import health_status
 from tests.system.badinput import Outcome, img, png, png_header_only, truncated_png, via_bytes, via_grpcurl, via_http
 from tests.system.conftest import MAX_MESSAGE_MB
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.procs import ROOT, health_status
-from tests.support.procs import proc_env as _env
+from testkit.procs import ROOT, eval_cmd, health_status, run_eval
+from testkit.procs import proc_env as _env
 
-from .conftest import eval_cmd, make_world, run_eval, start_stack
+from .conftest import make_world, start_stack
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -6,7 +6,6 @@ memory is the point, a bound on the resident set."""
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -16,13 +15,12 @@ import time
 import grpc
 import psutil
 import pytest
-from PIL import Image
 
 from genir.v1 import common_pb2, orchestrator_pb2, retriever_pb2
 from services.common.paths import corpus_fingerprint
-from tests.support.procs import ROOT, health_status, proc_env
+from testkit.procs import ROOT, eval_cmd, health_status, proc_env
 from tests.system.badinput import Outcome, png, via_bytes, via_grpcurl
-from tests.system.conftest import eval_cmd, tree_rss
+from tests.system.conftest import tree_rss
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -42,9 +40,7 @@ def assert_all_serving(stack):
 
 def one_bit_png(width: int, height: int) -> bytes:
     """A huge 1-bit image that compresses to a few KB: its pixels, not its bytes, are the load."""
-    buf = io.BytesIO()
-    Image.new("1", (width, height), 0).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    return png(width, height, 0, mode="1", optimize=True)
 
 
 BACKEND_CALLS = [
@@ -196,7 +192,7 @@ def test_bad_identifiers_get_their_own_status_with_a_short_message(hardened, ser
 @pytest.fixture()
 def default_orchestrator(hardened, tmp_path):
     """An orchestrator with the default --max-message-mb (64) over the hardened backends."""
-    from tests.support.procs import Proc, free_port
+    from testkit.procs import Proc, free_port
 
     stack = hardened.stack
     port, mport = free_port(), free_port()
@@ -315,7 +311,7 @@ def test_many_collections_keep_the_retriever_threads_bounded(hardened):
 
 def test_refiner_health_follows_triton(tmp_path):
     """A refiner whose Triton does not answer is NOT_SERVING (it used to report SERVING)."""
-    from tests.support.procs import Proc, free_port
+    from testkit.procs import Proc, free_port
 
     port, mport, dead = free_port(), free_port(), free_port()
     proc = Proc([sys.executable, "-m", "genir.cli", "serve", "refiner", "--port", port, "--metrics-port", mport,

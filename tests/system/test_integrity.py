@@ -23,8 +23,8 @@ from services.common import errors, validation
 from services.common.paths import corpus_fingerprint, first_difference, resolve_in_root
 from services.retriever.indexer import index_corpus
 from services.retriever.store import EdgeStore
-from tests.support.procs import ROOT, proc_env
-from tests.support.shapes import make_corpus
+from testkit.images import make_corpus
+from testkit.procs import ROOT, proc_env
 
 BLIP_SIZE = 32
 

@@ -26,7 +26,7 @@ import grpc
 import pytest
 
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
-from tests.support.procs import health_status, sample_sum, scrape
+from testkit.procs import health_status, sample_sum, scrape
 
 from .conftest import make_world, start_stack, tree_rss
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from genir.v1 import generator_pb2, orchestrator_pb2, orchestrator_pb2_grpc, retriever_pb2
-from tests.support.procs import Proc, free_port, grpcurl, health_status, proc_env, sample_sum, scrape
+from testkit.procs import Proc, free_port, grpcurl, health_status, proc_env, sample_sum, scrape
 from tests.system.badinput import Outcome, via_bytes, via_grpcurl
 from tests.system.certs import make_pki
 from tests.system.conftest import make_world, start_stack

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from orchestrator.datasets import DatasetError, chatir_query, load_corpus, load_queries
-from tests.support.procs import CHATIR_DIR as CHATIR
+from testkit.procs import CHATIR_DIR as CHATIR
 
 
 def test_real_chatir_files_load():

@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import shapes
+from testkit.images import make_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ctrl_c_prints_one_line_and_the_resume_hint(tmp_path):
-    paths = shapes.make_corpus(tmp_path / "img", 4, corpus_file=tmp_path / "c.json")
+    paths = make_corpus(tmp_path / "img", 4, corpus_file=tmp_path / "c.json")
     (tmp_path / "q.json").write_text(json.dumps([{"img": p, "dialog": []} for p in paths]))
     # nothing listens on port 1: every dialog keeps retrying, so the run is still going at Ctrl-C
     proc = subprocess.Popen([sys.executable, "-m", "genir.cli", "eval", "--queries", "q.json", "--corpus", "c.json",

@@ -6,7 +6,6 @@ imitated. The same runner against the real services is tested in tests/eval/.
 """
 
 import asyncio
-import io
 import json
 
 import grpc
@@ -31,13 +30,11 @@ from evaluation.runner import (
 from genir.v1 import common_pb2, orchestrator_pb2
 from orchestrator.datasets import Query
 from services.common.errors import NotFound, Unavailable
+from testkit.images import png
 
 
 def _png(seed: int) -> bytes:
-    im = Image.new("RGB", (8, 8), ((seed * 37) % 256, (seed * 91) % 256, 120))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
+    return png(8, 8, ((seed * 37) % 256, (seed * 91) % 256, 120))
 
 
 class ScriptedDialogSource:

@@ -1,30 +1,14 @@
-import io
-import struct
-import zlib
 
 import pytest
 from PIL import Image
 
 from services.common.errors import InvalidArgument
 from services.common.images import decode_image, encode_image
-
-
-def png_bytes(w=16, h=12, colour=(10, 20, 30)):
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR announces width x height, with a tiny IDAT: a decompression-bomb header."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+from testkit.images import png, png_header_only
 
 
 def test_valid_png_roundtrip():
-    img = decode_image(png_bytes(), "target")
+    img = decode_image(png(16, 12, (10, 20, 30)), "target")
     assert img.size == (16, 12) and img.mode == "RGB"
     assert encode_image(img) == encode_image(decode_image(encode_image(img)))  # deterministic bytes
 
@@ -41,7 +25,7 @@ def test_rejects_non_images(data, needle):
 
 
 def test_rejects_truncated_png():
-    data = png_bytes(64, 64, (1, 2, 3))
+    data = png(64, 64, (1, 2, 3))
     with pytest.raises(InvalidArgument) as e:
         decode_image(data[: len(data) // 2], "generated")
     assert "generated:" in e.value.message and ("truncated" in e.value.message or "corrupt" in e.value.message)
@@ -71,7 +55,7 @@ def test_check_protos_reads_headers_only():
     from genir.v1 import common_pb2
     from services.common.images import check_protos
 
-    data = png_bytes(64, 64, (1, 2, 3))
+    data = png(64, 64, (1, 2, 3))
     check_protos([(common_pb2.Image(data=data[: len(data) // 2]), "target")], 40_000_000, 64_000_000)
     for items, needle in [
         ([(common_pb2.Image(), "target")], "target: required image is missing"),

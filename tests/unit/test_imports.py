@@ -8,9 +8,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.support.procs import ROOT
+from testkit.procs import ROOT
 
-PACKAGES = ("genir", "services", "orchestrator", "evaluation", "stack", "benchmarks")
+PACKAGES = ("genir", "services", "orchestrator", "evaluation", "stack", "benchmarks", "testkit")
 
 
 def module_name(path: Path) -> str:
@@ -111,6 +111,30 @@ def test_services_import_neither_evaluation_nor_the_local_stack():
 
 def test_the_orchestrator_imports_neither_evaluation_nor_the_local_stack():
     assert importers_of("orchestrator", ("evaluation", "stack")) == {}
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """First name of every module `path` imports (absolute imports; the packages use no others)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_benchmarks_and_testkit_import_no_tests():
+    # the benchmarks ship in the services image, which has no tests/ folder
+    files = [*(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "testkit").rglob("*.py")]
+    assert len(files) > 5
+    assert [str(f.relative_to(ROOT)) for f in files if "tests" in top_level_imports(f)] == []
+
+
+def test_the_import_reader_sees_imports_inside_functions(tmp_path):
+    f = tmp_path / "bench.py"
+    f.write_text("import os\n\ndef run():\n    from tests.support.x import y\n    import numpy.linalg\n")
+    assert top_level_imports(f) == {"os", "tests", "numpy"}
 
 
 def test_the_cycle_finder_finds_cycles():

@@ -17,7 +17,7 @@ from orchestrator.modes import mode_name
 from orchestrator.sessions import SessionStore
 from services.common import errors
 from services.common.retry import RetryPolicy
-from tests.support.procs import free_port
+from testkit.procs import free_port
 
 
 class Scripted(generator_pb2_grpc.GeneratorServicer):

@@ -121,7 +121,7 @@ async def _engine_over(servicers: dict):
     from genir.v1 import generator_pb2_grpc, refiner_pb2_grpc, retriever_pb2_grpc
     from orchestrator.clients import ServiceClients
     from orchestrator.engine import Engine
-    from tests.support.procs import free_port
+    from testkit.procs import free_port
 
     add = {"generator": generator_pb2_grpc.add_GeneratorServicer_to_server,
            "retriever": retriever_pb2_grpc.add_RetrieverServicer_to_server,

@@ -10,7 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.support.procs import ROOT
+from testkit.procs import ROOT
 
 # A sibling `shared` folder, the design notes kept there, or a variable pointing at it.
 OUTSIDE = re.compile(r"\.\./shared\b|\bshared/(reference|data|hooks|DESIGN)|GENIR_SHARED\w*|\bDESIGN\.md\b")

@@ -15,8 +15,8 @@ from services.common.errors import Unavailable
 from services.refiner.triton_client import TritonVLM
 from services.refiner.triton_repository import DEFAULT_REPOSITORY, TritonStartError, set_parameter, write_repository
 from stack.triton import TritonProcess
-from tests.support.procs import Proc, free_port
-from tests.support.procs import proc_env as proc_env
+from testkit.procs import Proc, free_port
+from testkit.procs import proc_env as proc_env
 
 
 def test_generated_repository_points_at_the_model_and_leaves_the_source_alone(tmp_path):

@@ -1,13 +1,38 @@
-"""Generated test images: random coloured shapes on coloured backgrounds, saved under ChatIR-style
-paths (`unlabeled2017/000000000008.jpg`). Deterministic for a given seed."""
+"""Generated images: PNG payloads (plain, or only a header announcing a size) and corpora of random
+coloured shapes saved under ChatIR-style paths (`unlabeled2017/000000000008.jpg`). Deterministic."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import struct
+import zlib
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+
+def png(width: int = 32, height: int = 32, colour=(200, 40, 40), *, marks=(), mode: str = "RGB",
+        optimize: bool = False) -> bytes:
+    """A PNG of one colour, with `marks` ((x, y), colour) pixels set on it."""
+    img = Image.new(mode, (width, height), colour)
+    for xy, mark in marks:
+        img.putpixel(xy, mark)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=optimize)
+    return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A well-formed PNG header announcing width x height, with (almost) no pixel data: a
+    decompression bomb is refused from this header alone, before any pixel is inflated."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b"")
 
 
 def shape_image(rng: random.Random, width: int, height: int) -> Image.Image:

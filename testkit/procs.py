@@ -1,4 +1,4 @@
-"""Helpers for tests that start real processes: ports, start/stop, health, grpcurl, metrics."""
+"""Real processes for tests and benchmarks: ports, start/stop, health, grpcurl, metrics."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.ports import free_port  # noqa: F401 - tests import it from here
+from services.common.ports import free_port  # noqa: F401 - tests and benchmarks import it from here
 from stack.process import ChildProcess
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # The real ChatIR benchmark files, committed with the repository (data/chatir/README.md).
 CHATIR_DIR = ROOT / "data" / "chatir"
@@ -56,6 +56,26 @@ class Proc(ChildProcess):
 
     def terminate(self, timeout: float = 60.0) -> int:
         return super().terminate(timeout)
+
+
+def run_captured(cmd: list, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a genir command to its end from the repository root, with its output captured as text."""
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT, env=proc_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def eval_cmd(stack, world, out: Path, *extra, queries: Path | None = None) -> list[str]:
+    """`genir eval` of `world`'s queries (anything with .queries, .corpus and .image_root) through the
+    stack's orchestrator: no progress bar, no metrics server."""
+    return [sys.executable, "-m", "genir.cli", "eval", "--queries", str(queries or world.queries),
+            "--corpus", str(world.corpus), "--image-root", str(world.image_root), "--out", str(out),
+            "--orchestrator", stack.target("orchestrator"), "--metrics-port", "-1", "--no-progress",
+            *map(str, extra)]
+
+
+def run_eval(stack, world, out: Path, *extra, queries: Path | None = None,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+    return run_captured(eval_cmd(stack, world, out, *extra, queries=queries), timeout)
 
 
 def grpcurl_bin() -> str:
