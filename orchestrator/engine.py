@@ -106,7 +106,7 @@ class Engine:
             st.begin(t, self._deadline(deadline))
             step = await (mode.first(st) if t == 0 else mode.follow(st))
             rnd = await self.play(mode, st, step)
-            yield self.deliver(rnd, delivery)
+            yield await self.deliver(rnd, delivery)
 
     def dialog_state(self, request: orchestrator_pb2.RunDialogRequest) -> tuple[Mode, DialogState]:
         """Validate a RunDialogRequest and build the dialog's state (the target image is read later)."""
@@ -265,8 +265,8 @@ class Engine:
         st.last = Last(query, shown.image, shown.target_rank)
         return rnd
 
-    def deliver(self, rnd: orchestrator_pb2.Round, delivery: int) -> orchestrator_pb2.Round:
-        """Inline bytes, or a reference fetched later with GetImage."""
+    async def deliver(self, rnd: orchestrator_pb2.Round, delivery: int) -> orchestrator_pb2.Round:
+        """Inline bytes, or a reference fetched later with GetImage (stored off the event loop)."""
         if delivery != common_pb2.IMAGE_DELIVERY_REFERENCE or not rnd.generated.data:
             return rnd
         if self.images is None:
@@ -274,7 +274,8 @@ class Engine:
         out = orchestrator_pb2.Round()
         out.CopyFrom(rnd)
         img = rnd.generated
-        out.generated.CopyFrom(common_pb2.Image(ref=self.images.put_image(img), mime_type=img.mime_type,
+        ref = await self.images.off_loop(self.images.put_image, img)
+        out.generated.CopyFrom(common_pb2.Image(ref=ref, mime_type=img.mime_type,
                                                 width=img.width, height=img.height))
         return out
 

@@ -131,7 +131,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         m, st = self.engine.session_state(mode, options, rec.id, [])
         rnd = await self.engine.human_round(m, st, query=query, deadline=_deadline(context))
         rnd.session_id = rec.id
-        rec.expires_at, stored = await asyncio.to_thread(self.store.add_round, rec.id, rnd, rec)
+        rec.expires_at, stored = await self.store.off_loop(self.store.add_round, rec.id, rnd, rec)
         return self._session(rec, [self._out(rnd, stored, request.options.image_delivery, options.image_delivery)])
 
     async def NextRound(self, request, context):
@@ -140,15 +140,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
         text = validation.text(getattr(request, which), which, max_chars=MAX_QUERY_CHARS)
         validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
-        rec = self.store.get(request.session_id)
+        rec = await self.store.off_loop(self.store.get, request.session_id)
         async with self._lock(rec.id):
-            rounds = self.store.rounds(rec.id, inline=False)
+            rounds = await self.store.off_loop(self.store.rounds, rec.id, inline=False)
             self.store.check_room(rounds)
             m, st = self.engine.session_state(rec.mode, rec.options, rec.id, rounds)
             kw = {"feedback": text} if which == "feedback" else {"query": text}
             rnd = await self.engine.human_round(m, st, deadline=_deadline(context), **kw)
             rnd.session_id = rec.id
-            _, stored = await asyncio.to_thread(self.store.add_round, rec.id, rnd)
+            _, stored = await self.store.off_loop(self.store.add_round, rec.id, rnd)
         return self._out(rnd, stored, request.image_delivery, rec.options.image_delivery)
 
     def _out(self, rnd, stored, delivery: int, session_choice: int):
@@ -157,17 +157,18 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     async def GetSession(self, request, context):
         validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
-        rec = self.store.get(request.session_id)
+        rec = await self.store.off_loop(self.store.get, request.session_id)
         inline = self._inline(request.image_delivery, rec.options.image_delivery)
-        return self._session(rec, self.store.rounds(rec.id, inline=inline, inline_budget=self.inline_budget))
+        rounds = await self.store.off_loop(self.store.rounds, rec.id, inline=inline, inline_budget=self.inline_budget)
+        return self._session(rec, rounds)
 
     async def DeleteSession(self, request, context):
-        deleted = self.store.delete(request.session_id)
+        deleted = await self.store.off_loop(self.store.delete, request.session_id)
         self._locks.pop(request.session_id, None)
         return orchestrator_pb2.DeleteSessionResponse(deleted=deleted)
 
     async def GetImage(self, request, context):
-        return self.store.get_image(request.ref)
+        return await self.store.off_loop(self.store.get_image, request.ref)
 
     async def GetCorpusImage(self, request, context):
         rel, max_side = parse_get_corpus_image(request, self.engine.collection, self.engine.corpus)
@@ -189,7 +190,7 @@ async def _purge_loop(store: SessionStore, every: float) -> None:
     while True:
         await asyncio.sleep(every)
         try:
-            removed = store.purge()
+            removed = await store.off_loop(store.purge)
             if removed:
                 log.info("expired %d stored image(s)", removed)
         except Exception:  # noqa: BLE001 - housekeeping must not stop the server
@@ -213,12 +214,13 @@ async def amain(args) -> int:
     async def close():
         purger.cancel()
         await engine.close()
-        store.close()
+        await asyncio.to_thread(store.close)
 
     if corpus is not None:
         log.info("corpus: %d images from %s (image root %s)", len(corpus), args.corpus, args.image_root)
     return await serve(args, [Service("genir.v1.Orchestrator", orchestrator_pb2_grpc.add_OrchestratorServicer_to_server,
-                                      servicer)], load=store.purge, close=close, max_request_mb=MAX_REQUEST_MB)
+                                      servicer)], load=lambda: store.off_loop(store.purge), close=close,
+                       max_request_mb=MAX_REQUEST_MB)
 
 
 def main(args) -> int:

@@ -11,12 +11,15 @@ one's by the next purge (every min(60 s, ttl / 4)). Images of RunDialog (no sess
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import secrets
 import sqlite3
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +68,12 @@ class SessionStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        # the server's calls run here, one at a time: SQLite and the image files stay off its event loop
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genir-sessions")
+
+    async def off_loop(self, method, *args, **kw):
+        """`method(*args, **kw)` (one of this store's) on the store's own thread, awaited."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, functools.partial(method, *args, **kw))
 
     # ------------------------------------------------------------------ sessions
     def new(self, mode: str, options: orchestrator_pb2.SessionOptions) -> SessionRecord:
@@ -225,6 +234,7 @@ class SessionStore:
         return len(gone)
 
     def close(self) -> None:
+        self._io.shutdown(wait=True)
         with self._lock:
             self._db.close()
 

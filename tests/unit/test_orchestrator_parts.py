@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import grpc
@@ -122,6 +123,29 @@ def test_session_store_persists_expires_and_cleans_images(tmp_path):
     time.sleep(0.3)
     with pytest.raises(errors.NotFound):
         short.get(rec2.id)
+
+
+def test_session_store_calls_run_on_one_thread_off_the_event_loop(tmp_path):
+    store = SessionStore(tmp_path / "s.sqlite")
+
+    async def go():
+        rec = await store.off_loop(store.create, "genir", orchestrator_pb2.SessionOptions(collection="c"))
+        got = await store.off_loop(store.get, rec.id)
+        threads = {await store.off_loop(threading.get_ident) for _ in range(4)}
+        return got.id == rec.id, threads, threading.get_ident()
+
+    same, threads, loop_thread = asyncio.run(go())
+    store.close()
+    assert same and len(threads) == 1 and loop_thread not in threads
+
+
+def test_retry_policy_doubles_to_its_cap_and_jitters_within_half():
+    plain = RetryPolicy(attempts=None, initial_backoff=0.1, max_backoff=1.0, jitter=False)
+    assert [plain.backoff(n) for n in range(6)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    assert plain.allows(10_000)
+    jittered = RetryPolicy(attempts=3, initial_backoff=0.2, max_backoff=3.0)
+    assert all(0.4 <= jittered.backoff(2) <= 0.8 and 1.5 <= jittered.backoff(9) <= 3.0 for _ in range(50))
+    assert jittered.allows(2) and not jittered.allows(3)
 
 
 def test_seeds_depend_on_base_target_round_and_stage():
