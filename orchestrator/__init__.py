@@ -1,1 +1,1 @@
-"""The orchestrator: dialog rounds over the generator, refiner and retriever; sessions; evaluation."""
+"""The orchestrator service: dialog rounds over the generator, refiner and retriever; sessions."""
