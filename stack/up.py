@@ -49,7 +49,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common import config
 from services.common.ports import free_port
 from services.common.retry import RetryPolicy
-from stack.process import ChildProcess, exit_reason  # noqa: F401 - exit_reason: tests import it here
+from stack.process import ChildProcess, exit_reason
 
 log = logging.getLogger("genir.up")
 
