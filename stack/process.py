@@ -49,16 +49,19 @@ class ChildProcess:
         self.signal_group = signal_group    # SIGTERM the whole group, not only the child
         self.preexec_fn = preexec_fn        # only for children that are not Python (it is unsafe with threads)
         self.popen: subprocess.Popen | None = None
-        self._log_file = None
 
     def start(self) -> "ChildProcess":
-        out = None
-        if self.log_path:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            out = self._log_file = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=self.env,
-                                      cwd=self.cwd, start_new_session=True, preexec_fn=self.preexec_fn)
+        if self.log_path is None:
+            self.popen = self._popen(None)
+            return self
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:     # the child keeps its own copy of the descriptor
+            self.popen = self._popen(out)
         return self
+
+    def _popen(self, out) -> subprocess.Popen:
+        return subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=self.env,
+                                cwd=self.cwd, start_new_session=True, preexec_fn=self.preexec_fn)
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -121,9 +124,6 @@ class ChildProcess:
                 self.popen.wait(10)
             except subprocess.TimeoutExpired:
                 log.error("%s (pid %d) did not die after SIGKILL", self.name, self.popen.pid)
-        if self._log_file:
-            self._log_file.close()
-            self._log_file = None
 
     def __enter__(self):
         return self.start()
