@@ -46,32 +46,29 @@ def best_ranks(ranks: RanksTable) -> list[list[int]]:
     return out
 
 
-def hits_at_k(ranks: RanksTable, k: int) -> list[float]:
-    """Cumulative Hits@K per round: percent of targets ranked < k in any round <= t (non-decreasing)."""
+def _mean_per_round(ranks: RanksTable, k: int, score, cumulative: bool = False) -> list[float]:
+    """Per round t, the mean over targets of score(rank at t), with the best rank so far if cumulative."""
     _check_k(k)
     n_rounds = _check(ranks)
     if not ranks:
         return []
-    best = best_ranks(ranks)
-    return [100.0 * sum(row[t] < k for row in best) / len(best) for t in range(n_rounds)]
+    rows = best_ranks(ranks) if cumulative else ranks
+    return [sum(score(row[t]) for row in rows) / len(rows) for t in range(n_rounds)]
+
+
+def hits_at_k(ranks: RanksTable, k: int) -> list[float]:
+    """Cumulative Hits@K per round: percent of targets ranked < k in any round <= t (non-decreasing)."""
+    return _mean_per_round(ranks, k, lambda r: 100.0 * (r < k), cumulative=True)
 
 
 def recall_at_k(ranks: RanksTable, k: int) -> list[float]:
     """Per-round Recall@K (not cumulative): percent of targets ranked < k by round t's query alone."""
-    _check_k(k)
-    n_rounds = _check(ranks)
-    if not ranks:
-        return []
-    return [100.0 * sum(row[t] < k for row in ranks) / len(ranks) for t in range(n_rounds)]
+    return _mean_per_round(ranks, k, lambda r: 100.0 * (r < k))
 
 
 def mrr_at_k(ranks: RanksTable, k: int) -> list[float]:
     """Per-round MRR@K: mean of 1/(rank+1) where rank < k, else 0 (a fraction in 0..1)."""
-    _check_k(k)
-    n_rounds = _check(ranks)
-    if not ranks:
-        return []
-    return [sum(1.0 / (row[t] + 1) for row in ranks if row[t] < k) / len(ranks) for t in range(n_rounds)]
+    return _mean_per_round(ranks, k, lambda r: 1.0 / (r + 1) if r < k else 0.0)
 
 
 def bri(ranks: RanksTable) -> float:
