@@ -479,6 +479,20 @@ def test_dockerfiles_run_unprivileged_and_cover_the_triton_model_imports():
     assert ignore[0] == "**" and not any(".cache" in line and line.startswith("!") for line in ignore)
 
 
+def test_the_services_image_holds_every_package_pyproject_installs():
+    import tomllib
+
+    packages = [p.rstrip("*") for p in tomllib.loads((ROOT / "pyproject.toml").read_text())
+                ["tool"]["setuptools"]["packages"]["find"]["include"]]
+    assert {"orchestrator", "evaluation", "stack", "testkit"} <= set(packages)
+    dockerfile = (ROOT / "deploy/docker/services.Dockerfile").read_text()
+    ignore = (ROOT / "deploy/docker/services.Dockerfile.dockerignore").read_text().splitlines()
+    for pkg in packages:
+        assert re.search(rf"^COPY {pkg} \./{pkg}$", dockerfile, re.M), f"services.Dockerfile does not COPY {pkg}"
+        assert f"!{pkg}/**" in ignore, f"the services image's .dockerignore leaves out {pkg}/"
+        assert (ROOT / pkg / "__init__.py").is_file(), pkg
+
+
 # ---------------------------------------------------------------------------------------- monitoring overlay
 def test_servicemonitors_and_podmonitor_select_real_metrics_ports(objects):
     objs = objects["overlays/monitoring"]
