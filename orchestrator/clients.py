@@ -26,9 +26,6 @@ log = logging.getLogger("genir.orchestrator.clients")
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
-# Reconnect quickly after a backend restarts (gRPC's default backoff grows to 120 s).
-_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-              ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
 @dataclass
@@ -53,7 +50,7 @@ class ServiceClient:
         self.name = cfg.name
         self._rng = random.Random()
         self.channel = open_channel(cfg.target, ca=cfg.ca, cert=cfg.cert, key=cfg.key,
-                                    max_message_mb=cfg.max_message_mb, options=_RECONNECT)
+                                    max_message_mb=cfg.max_message_mb)
         self.stub = stub_cls(self.channel)
         self.metadata = (("authorization", f"Bearer {cfg.token}"),) if cfg.token else None
 

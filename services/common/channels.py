@@ -1,4 +1,6 @@
-"""Client channels to genir backends: TLS when configured, message limits, client metrics."""
+"""Client channels to genir backends: TLS when configured, message limits, client metrics.
+
+`channel_options` is the one list of channel arguments; the refiner's Triton client uses it too."""
 
 from __future__ import annotations
 
@@ -6,18 +8,25 @@ import grpc
 
 from services.common import tls
 from services.common.metrics import client_interceptors
-from services.common.server import grpc_options
+
+
+def channel_options(max_message_mb: int = 64, max_reconnect_backoff: float = 2.0) -> list[tuple[str, object]]:
+    """Message limits both ways; gRPC's own retries off (ours are bounded by deadlines); after a
+    server restarts, reconnects at most `max_reconnect_backoff` s apart (gRPC's default grows to 120 s)."""
+    size = max_message_mb * 1024 * 1024
+    backoff_ms = int(max_reconnect_backoff * 1000)
+    first_ms = min(200, backoff_ms)
+    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
+            ("grpc.enable_retries", 0), ("grpc.initial_reconnect_backoff_ms", first_ms),
+            ("grpc.min_reconnect_backoff_ms", first_ms), ("grpc.max_reconnect_backoff_ms", backoff_ms)]
 
 
 def open_channel(target: str, *, ca: str | None = None, cert: str | None = None, key: str | None = None,
-                 max_message_mb: int = 64, metrics: bool = True,
-                 options: list[tuple[str, object]] | None = None) -> grpc.aio.Channel:
-    """`options`: extra channel arguments (e.g. reconnect backoff), appended last so they win."""
-    base = [o for o in grpc_options(max_message_mb) if o[0] != "grpc.so_reuseport"]
+                 max_message_mb: int = 64, metrics: bool = True) -> grpc.aio.Channel:
     # round_robin spreads calls over every address a name resolves to (a headless Service's pods);
     # with one address it behaves like the default pick_first.
-    base += [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0), ("grpc.lb_policy_name", "round_robin")]
-    options = base + list(options or [])
+    options = channel_options(max_message_mb) + [("grpc.keepalive_time_ms", 30_000),
+                                                 ("grpc.lb_policy_name", "round_robin")]
     interceptors = client_interceptors() if metrics else None
     creds = tls.channel_credentials(ca, cert, key)
     if creds is not None:

@@ -31,6 +31,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from services.common import errors
+from services.common.channels import channel_options
 from services.common.retry import RetryPolicy
 
 log = logging.getLogger("genir.refiner.triton")
@@ -77,14 +78,8 @@ class TritonVLM:
         self.model = model
         self.timeout = timeout
         self.retry_seconds = retry_seconds
-        size = max_message_mb * 1024 * 1024
-        backoff_ms = int(max_reconnect_backoff * 1000)
-        options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
-                   ("grpc.enable_retries", 0),  # retries are ours, bounded by the deadline
-                   ("grpc.initial_reconnect_backoff_ms", min(250, backoff_ms)),
-                   ("grpc.min_reconnect_backoff_ms", min(250, backoff_ms)),
-                   ("grpc.max_reconnect_backoff_ms", backoff_ms)]
-        self._client = triton_aio.InferenceServerClient(url, creds=creds, channel_args=options)
+        self._client = triton_aio.InferenceServerClient(
+            url, creds=creds, channel_args=channel_options(max_message_mb, max_reconnect_backoff))
 
     def _unavailable(self, detail: str) -> errors.Unavailable:
         return errors.Unavailable(f"Triton at {self.url} (model {self.model}) is unavailable: {detail}")
