@@ -2,7 +2,8 @@
 
 It (1) counts and times each call with the conventional gRPC metrics, (2) refuses service calls
 with UNAVAILABLE until the backend has loaded, (3) bounds calls in flight (admission control,
-RESOURCE_EXHAUSTED beyond the limit), and (4) maps exceptions to status codes: ServiceError ->
+RESOURCE_EXHAUSTED beyond the limit), (4) refuses a request over its RPC's size limit
+(services.common.limits) before parsing it, and (5) maps exceptions to status codes: ServiceError ->
 its code and message; anything else -> INTERNAL with a generic message, traceback only in the log.
 """
 
@@ -17,7 +18,8 @@ import uuid
 
 import grpc
 
-from services.common.errors import InvalidArgument, ServiceError, storage_error
+from services.common.errors import InvalidArgument, ResourceExhausted, ServiceError, storage_error
+from services.common.limits import describe, request_limit
 from services.common.metrics import SERVER_HANDLED, SERVER_HANDLING, SERVER_STARTED, rpc_type, split_method
 
 log = logging.getLogger("genir.rpc")
@@ -49,8 +51,9 @@ def token_problem(metadata, token: str) -> str | None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, max_inflight: int = 0, token: str | None = None):
+    def __init__(self, max_inflight: int = 0, token: str | None = None, max_message_bytes: int = 64 << 20):
         self.max_inflight = max_inflight
+        self.max_message_bytes = max_message_bytes
         self.inflight = 0
         self.ready = False
         self.token = token or None
@@ -67,7 +70,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             problem = token_problem(details.invocation_metadata, self.token)
             if problem is not None:
                 return _refusal(handler, labels, problem)
-        deserialize = _tolerant(handler.request_deserializer)
+        deserialize = _tolerant(handler.request_deserializer, method,
+                                request_limit(service, method, self.max_message_bytes))
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, labels, infra),
@@ -182,13 +186,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         SERVER_HANDLING.labels(*labels, code.name).observe(time.perf_counter() - start)
 
 
-# ---------------------------------------------------------------------- undecodable requests
-class _Undecodable:
-    """Stands in for a request whose bytes did not parse, so the call ends INVALID_ARGUMENT
-    instead of grpc's generic UNKNOWN from a raising deserializer."""
+# ---------------------------------------------------------------------- refused request bytes
+class _Refused:
+    """Stands in for request bytes that were not parsed (over the RPC's size limit, or not a valid
+    message), so the call ends with that error instead of grpc's generic UNKNOWN from a raising
+    deserializer."""
 
-    def __init__(self, error: Exception):
-        self.message = f"request: not a valid protobuf message ({type(error).__name__}: {error})"
+    def __init__(self, error: ServiceError):
+        self.error = error
 
 
 def _refusal(handler, labels, message: str):
@@ -211,22 +216,25 @@ def _refusal(handler, labels, message: str):
     return grpc.stream_stream_rpc_method_handler(refuse_stream, drop, handler.response_serializer)
 
 
-def _tolerant(deserializer):
+def _tolerant(deserializer, method: str, limit: int):
     if deserializer is None:
         return None
 
     def parse(data: bytes):
+        if len(data) > limit:  # checked on the raw bytes: a small RPC never parses a big body
+            return _Refused(ResourceExhausted(f"{method}: the request is {len(data)} bytes, over this RPC's "
+                                              f"limit of {describe(limit)}"))
         try:
             return deserializer(data)
         except Exception as e:  # noqa: BLE001 - any parse failure is the client's bad input
-            return _Undecodable(e)
+            return _Refused(InvalidArgument(f"request: not a valid protobuf message ({type(e).__name__}: {e})"))
 
     return parse
 
 
 def _check_decoded(request) -> None:
-    if isinstance(request, _Undecodable):
-        raise InvalidArgument(request.message)
+    if isinstance(request, _Refused):
+        raise request.error
 
 
 async def _checked_stream(requests):
