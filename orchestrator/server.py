@@ -28,6 +28,7 @@ from services.common.server import Service, run, serve
 log = logging.getLogger("genir.orchestrator")
 SERVICE = "orchestrator"
 MAX_QUERY_CHARS = 4096
+STORAGE_PROBE_SECONDS = 2.0   # health is NOT_SERVING while the session store cannot be written
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,8 +214,12 @@ async def amain(args) -> int:
 
     if corpus is not None:
         log.info("corpus: %d images from %s (image root %s)", len(corpus), args.corpus, args.image_root)
+    async def storage_writable() -> bool:
+        return await asyncio.to_thread(store.writable)
+
     return await serve(args, [Service("genir.v1.Orchestrator", orchestrator_pb2_grpc.add_OrchestratorServicer_to_server,
-                                      servicer)], load=store.purge, close=close)
+                                      servicer)], load=store.purge, close=close, readiness=storage_writable,
+                       readiness_every=STORAGE_PROBE_SECONDS)
 
 
 def main(args) -> int:

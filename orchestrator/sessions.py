@@ -25,6 +25,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paths import echo
 
 MAX_SESSION_ROUNDS = 50   # per session: keeps GetSession and the stored history bounded
+PROBE_BYTES = 64 << 10    # the least a storage probe writes (see SessionStore.writable)
 
 _REF = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|img)$")
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS images (
     ref TEXT PRIMARY KEY, mime TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
     expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rounds_image ON rounds(image_ref);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 
 
@@ -60,6 +62,7 @@ class SessionStore:
         self.images_dir = self.path.with_name(self.path.name + ".images")
         self.images_dir.mkdir(exist_ok=True)
         self.ttl = float(ttl)
+        self._probe_bytes = PROBE_BYTES
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -190,6 +193,9 @@ class SessionStore:
         try:
             tmp.write_bytes(img.data)
             tmp.replace(path)
+        except OSError:
+            self._probe_bytes = max(PROBE_BYTES, min(len(img.data), 16 << 20))
+            raise
         finally:
             tmp.unlink(missing_ok=True)     # disk full or read-only: no partial file stays behind
         expires = time.time() + self.ttl if expires_at is None else expires_at
@@ -209,6 +215,23 @@ class SessionStore:
         if row is None or not path.exists():
             raise NotFound(f"ref: image {ref!r} not found (unknown or expired)")
         return common_pb2.Image(data=path.read_bytes(), mime_type=row[0], width=row[1], height=row[2])
+
+    def writable(self) -> bool:
+        """Whether both stores take a write now (health follows this): a probe file in the image
+        folder as big as the last image that failed to write (at least PROBE_BYTES), and one row
+        in the database. False on a full disk or a read-only folder."""
+        probe = self.images_dir / f".probe{uuid.uuid4().hex[:8]}"
+        try:
+            try:
+                probe.write_bytes(b"\0" * self._probe_bytes)
+            finally:
+                probe.unlink(missing_ok=True)
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?)", (time.time(),))
+        except (OSError, sqlite3.Error):
+            return False
+        self._probe_bytes = PROBE_BYTES
+        return True
 
     # ------------------------------------------------------------------ expiry
     def purge(self) -> int:

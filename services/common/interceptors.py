@@ -10,6 +10,7 @@ its code and message; anything else -> INTERNAL with a generic message, tracebac
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hmac
 import inspect
 import logging
@@ -192,8 +193,21 @@ class _Refused:
     message), so the call ends with that error instead of grpc's generic UNKNOWN from a raising
     deserializer."""
 
-    def __init__(self, error: ServiceError):
+    def __init__(self, error: ServiceError, size: int = 0):
         self.error = error
+        self.size = size
+
+
+# After a refused body of this size, free heap goes back to the system: without it glibc keeps
+# the pages gRPC buffered the body in, and 20 refused 50 MB calls left a server 90 MB larger.
+TRIM_AFTER_BYTES = 1 << 20
+
+
+def _release_free_heap() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _refusal(handler, labels, message: str):
@@ -223,7 +237,7 @@ def _tolerant(deserializer, method: str, limit: int):
     def parse(data: bytes):
         if len(data) > limit:  # checked on the raw bytes: a small RPC never parses a big body
             return _Refused(ResourceExhausted(f"{method}: the request is {len(data)} bytes, over this RPC's "
-                                              f"limit of {describe(limit)}"))
+                                              f"limit of {describe(limit)}"), len(data))
         try:
             return deserializer(data)
         except Exception as e:  # noqa: BLE001 - any parse failure is the client's bad input
@@ -234,6 +248,8 @@ def _tolerant(deserializer, method: str, limit: int):
 
 def _check_decoded(request) -> None:
     if isinstance(request, _Refused):
+        if request.size >= TRIM_AFTER_BYTES:
+            _release_free_heap()
         raise request.error
 
 

@@ -66,7 +66,8 @@ async def _maybe_await(fn: Callable | None) -> None:
 
 async def _follow(readiness: Callable[[], Awaitable[bool]], health_servicer, names: list[str],
                   every: float) -> None:
-    """Health follows a dependency's readiness (the refiner: Triton's), checked every `every` s."""
+    """Health follows a readiness check (the refiner: Triton's; the orchestrator: its storage takes
+    writes), run every `every` s."""
     state = None
     while True:
         try:
@@ -75,8 +76,8 @@ async def _follow(readiness: Callable[[], Awaitable[bool]], health_servicer, nam
             ok = False
         if ok != state:
             state = ok
-            log.log(logging.INFO if ok else logging.WARNING, "dependency %s: health %s", "ready" if ok else
-                    "not ready", "SERVING" if ok else "NOT_SERVING")
+            log.log(logging.INFO if ok else logging.WARNING, "readiness check %s: health %s", "passed" if ok else
+                    "failed", "SERVING" if ok else "NOT_SERVING")
             for name in [""] + names:
                 await health_servicer.set(name, SERVING if ok else NOT_SERVING)
         await asyncio.sleep(every)

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from genir.v1 import common_pb2, orchestrator_pb2, retriever_pb2
+from genir.v1 import common_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
 from services.common.paths import corpus_fingerprint
 from tests.support.procs import ROOT, health_status, proc_env
 from tests.system.badinput import Outcome, png, via_bytes, via_grpcurl
@@ -212,21 +212,94 @@ def default_orchestrator(hardened, tmp_path):
         proc.terminate()
 
 
-def test_rejected_50mb_calls_leave_the_orchestrator_small(hardened, default_orchestrator):
+@pytest.mark.parametrize("method,big", [
+    ("CreateSession", orchestrator_pb2.CreateSessionRequest(query="q" * (50 << 20))),
+    ("GetSession", orchestrator_pb2.GetSessionRequest(session_id="s" * (50 << 20))),   # a 64 KiB RPC
+])
+def test_rejected_50mb_calls_leave_the_orchestrator_small(hardened, default_orchestrator, method, big):
     proc, target = default_orchestrator
     pid = proc.popen.pid
     before = tree_rss(pid)
-    big = orchestrator_pb2.CreateSessionRequest(query="q" * (50 << 20))
-    codes = set()
+    outs = []
     for i in range(20):          # half of them without the token
-        out = via_bytes(target, f"{ORC}/CreateSession", big, metadata=md(hardened) if i % 2 else None, timeout=60)
-        codes.add(out.code)
+        outs.append(via_bytes(target, f"{ORC}/{method}", big, metadata=md(hardened) if i % 2 else None, timeout=60))
     grown = tree_rss(pid) - before
-    print(f"orchestrator RSS {before >> 20} MiB -> {(before + grown) >> 20} MiB after 20 rejected 50 MB calls")
-    assert codes == {"RESOURCE_EXHAUSTED"}, codes
+    print(f"orchestrator RSS {before >> 20} MiB -> {(before + grown) >> 20} MiB after 20 rejected 50 MB {method} calls")
+    assert {o.code for o in outs} == {"RESOURCE_EXHAUSTED"}, outs[:2]
+    # over the orchestrator's largest RPC limit (RunDialog, 1 MiB): gRPC core refuses before buffering
+    assert all("vs. 1048576" in o.message for o in outs), outs[0]
     assert grown < 100 << 20, f"orchestrator RSS grew by {grown >> 20} MiB"
     assert health_status(target) == 1
     assert_all_serving(hardened.stack)
+
+
+@pytest.fixture()
+def default_refiner(hardened, tmp_path):
+    """A refiner with the default --max-message-mb (64) over the hardened Triton: its image RPCs take
+    64 MiB, so a big body to its 64 KiB Info passes gRPC core and meets the per-RPC check."""
+    from tests.support.procs import Proc, free_port
+
+    port, mport = free_port(), free_port()
+    cmd = [sys.executable, "-m", "genir.cli", "serve", "refiner", "--host", "127.0.0.1", "--port", port,
+           "--metrics-port", mport, "--triton-url", hardened.stack.target("triton")]
+    proc = Proc(cmd, tmp_path / "refiner.log", env=dict(proc_env(), GENIR_AUTH_TOKEN=hardened.token)).start()
+    try:
+        proc.wait_healthy(port, timeout=120)
+        yield proc, f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+
+
+def test_rejected_50mb_calls_to_a_small_rpc_name_the_rpc_and_leave_the_refiner_bounded(hardened, default_refiner):
+    proc, target = default_refiner
+    pid = proc.popen.pid
+    big = refiner_pb2.CaptionRequest(target=common_pb2.Image(data=b"\x89" * (50 << 20)))  # unknown to InfoRequest
+    before = tree_rss(pid)
+    outs, sizes = [], []
+    for _ in range(2):
+        outs += [via_bytes(target, f"{REF}/Info", big, metadata=md(hardened), timeout=60) for _ in range(10)]
+        sizes.append(tree_rss(pid))
+    print(f"refiner (64 MiB ceiling) RSS {before >> 20} MiB -> {sizes[0] >> 20} MiB after 10 and "
+          f"{sizes[1] >> 20} MiB after 20 rejected 50 MB Info calls")
+    assert {o.code for o in outs} == {"RESOURCE_EXHAUSTED"}, outs[:2]
+    assert "Info: the request is 52428" in outs[0].message and "limit of 64 KiB" in outs[0].message, outs[0]
+    # never parsed, and the heap the body was buffered in is given back (20 calls = 1000 MB sent)
+    assert sizes[1] - before < 100 << 20, f"refiner RSS grew by {(sizes[1] - before) >> 20} MiB"
+    assert via_bytes(target, f"{REF}/Info", b"", metadata=md(hardened)).code == "OK"
+    assert health_status(target) == 1
+
+
+def _distinct_40mp_png(i: int) -> bytes:
+    """40 MP, 1 bit, a few KB; pixel i set so no two are the same image (Triton caches by content)."""
+    img = Image.new("1", (6400, 6250), 0)
+    img.putpixel((i, i), 1)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def test_40mp_captions_leave_the_refiner_and_triton_bounded(hardened):
+    """Caption with a 40 MP image (the per-image cap) is a small request whose pixels are the load:
+    the refiner only reads headers, Triton decodes once and keeps the preprocessed tensor."""
+    stack = hardened.stack
+    refiner, triton = stack.services["refiner"].popen.pid, stack.services["triton"].popen.pid
+    before = tree_rss(refiner), tree_rss(triton)
+    outs = []
+    for i in range(4):
+        req = refiner_pb2.CaptionRequest(target=common_pb2.Image(data=_distinct_40mp_png(i), mime_type="image/png"),
+                                         sampling=common_pb2.Sampling(max_new_tokens=4))
+        assert len(req.SerializeToString()) < 100_000
+        outs.append(via_bytes(stack.target("refiner"), f"{REF}/Caption", req, metadata=md(hardened), timeout=240))
+    over = via_bytes(stack.target("refiner"), f"{REF}/Caption", refiner_pb2.CaptionRequest(
+        target=common_pb2.Image(data=one_bit_png(9000, 9000))), metadata=md(hardened))     # 81 MP
+    after = tree_rss(refiner), tree_rss(triton)
+    print(f"4 x 40 MP Caption: refiner RSS {before[0] >> 20} -> {after[0] >> 20} MiB, "
+          f"triton {before[1] >> 20} -> {after[1] >> 20} MiB; codes {[o.code for o in outs]}")
+    assert [o.code for o in outs] == ["OK"] * 4, outs
+    assert over.code == "INVALID_ARGUMENT" and "over the limit of 40000000" in over.message, over
+    assert after[0] - before[0] < 50 << 20, "the refiner decoded pixels"
+    assert after[1] - before[1] < 600 << 20, f"triton grew by {(after[1] - before[1]) >> 20} MiB"
+    assert_all_serving(stack)
 
 
 def test_pixel_budget_over_many_small_huge_images_and_health_stays_prompt(hardened):
