@@ -6,6 +6,7 @@ memory is the point, a bound on the resident set."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -193,8 +194,8 @@ def test_bad_identifiers_get_their_own_status_with_a_short_message(hardened, ser
 
 
 # ---------------------------------------------------------------------- bounded memory
-@pytest.fixture()
-def default_orchestrator(hardened, tmp_path):
+@contextlib.contextmanager
+def own_orchestrator(hardened, tmp_path, db):
     """An orchestrator with the default --max-message-mb (64) over the hardened backends."""
     from tests.support.procs import Proc, free_port
 
@@ -202,7 +203,7 @@ def default_orchestrator(hardened, tmp_path):
     port, mport = free_port(), free_port()
     cmd = [sys.executable, "-m", "genir.cli", "serve", "orchestrator", "--host", "127.0.0.1", "--port", port,
            "--metrics-port", mport, "--generator", stack.target("generator"), "--refiner", stack.target("refiner"),
-           "--retriever", stack.target("retriever"), "--collection", "hard", "--db", tmp_path / "s.sqlite"]
+           "--retriever", stack.target("retriever"), "--collection", "hard", "--db", db]
     env = dict(proc_env(), GENIR_AUTH_TOKEN=hardened.token, GENIR_BACKEND_TOKEN=hardened.token)
     proc = Proc(cmd, tmp_path / "orch.log", env=env).start()
     try:
@@ -210,6 +211,12 @@ def default_orchestrator(hardened, tmp_path):
         yield proc, f"127.0.0.1:{port}"
     finally:
         proc.terminate()
+
+
+@pytest.fixture()
+def default_orchestrator(hardened, tmp_path):
+    with own_orchestrator(hardened, tmp_path, tmp_path / "s.sqlite") as running:
+        yield running
 
 
 @pytest.mark.parametrize("method,big", [
@@ -361,29 +368,48 @@ def test_triton_model_enforces_the_pixel_caps(hardened):
     assert_all_serving(hardened.stack)
 
 
-def test_many_collections_keep_the_retriever_threads_bounded(hardened):
-    proc = psutil.Process(hardened.stack.services["retriever"].popen.pid)
-    dim = _dim(hardened)
-    vec = retriever_pb2.Vector(values=[1.0] * dim)
+def test_60_collections_keep_the_retriever_threads_and_fds_bounded_also_after_a_restart(hardened):
+    """qdrant-edge gives every open shard its own search pool (no shared one), so the store keeps at
+    most MAX_OPEN_SHARDS open: threads and fds stop growing once that many are open, and a restart
+    over 60 collections on disk opens none until they are used."""
     from genir.v1 import retriever_pb2_grpc
+    from services.retriever.store import MAX_OPEN_SHARDS
 
-    with grpc.insecure_channel(hardened.stack.target("retriever")) as ch:
+    stack = hardened.stack
+    vec = retriever_pb2.Vector(values=[1.0] * _dim(hardened))
+
+    def counts() -> tuple[int, int]:
+        proc = psutil.Process(stack.services["retriever"].popen.pid)
+        return proc.num_threads(), proc.num_fds()
+
+    def touch(stub, names, upsert: bool):
+        for name in names:
+            if upsert:
+                stub.Upsert(iter([retriever_pb2.UpsertRequest(collection=name, items=[
+                    retriever_pb2.UpsertItem(id="0", vector=vec)])]), metadata=md(hardened), timeout=60)
+            else:
+                info = stub.CollectionInfo(retriever_pb2.CollectionInfoRequest(collection=name), metadata=md(hardened),
+                                           timeout=30)
+                assert info.points == 1, name                   # a closed shard reopens on demand
+
+    names = [f"many{i}" for i in range(60)]
+    with grpc.insecure_channel(stack.target("retriever")) as ch:
         stub = retriever_pb2_grpc.RetrieverStub(ch)
-        for i in range(12):
-            stub.Upsert(iter([retriever_pb2.UpsertRequest(collection=f"many{i}", items=[
-                retriever_pb2.UpsertItem(id="0", vector=vec)])]), metadata=md(hardened), timeout=60)
-        threads, fds = proc.num_threads(), proc.num_fds()
-        for i in range(12, 24):
-            stub.Upsert(iter([retriever_pb2.UpsertRequest(collection=f"many{i}", items=[
-                retriever_pb2.UpsertItem(id="0", vector=vec)])]), metadata=md(hardened), timeout=60)
-        print(f"retriever after 12 collections: {threads} threads, {fds} fds; after 24: "
-              f"{proc.num_threads()} threads, {proc.num_fds()} fds")
-        # 12 more collections (8 threads each when every shard stayed open) add nothing lasting
-        assert proc.num_threads() <= threads + 4 and proc.num_fds() <= fds + 8, (threads, proc.num_threads())
-        info = stub.CollectionInfo(retriever_pb2.CollectionInfoRequest(collection="many0"), metadata=md(hardened),
-                                   timeout=30)
-        assert info.points == 1                              # a closed shard reopens on demand
-    assert health_status(hardened.stack.target("retriever")) == 1
+        touch(stub, names[:12], upsert=True)
+        at12 = counts()
+        touch(stub, names[12:], upsert=True)
+        at60 = counts()
+    stack.restart("retriever")
+    fresh = counts()
+    with grpc.insecure_channel(stack.target("retriever")) as ch:
+        touch(retriever_pb2_grpc.RetrieverStub(ch), names, upsert=False)
+    reopened = counts()
+    print(f"retriever threads/fds: {at12} after 12 collections, {at60} after 60; after a restart {fresh}, "
+          f"{reopened} once all 60 were read (at most {MAX_OPEN_SHARDS} shards open)")
+    # about 8 threads per open shard here: 48 more collections would have added ~380 threads and 48 fds
+    assert at60[0] <= at12[0] + 4 and at60[1] <= at12[1] + 8, (at12, at60)
+    assert reopened[0] <= at12[0] + 4 and reopened[1] <= at12[1] + 8, (at12, reopened)
+    assert health_status(stack.target("retriever")) == 1
 
 
 def test_refiner_health_follows_triton(tmp_path):
@@ -404,3 +430,50 @@ def test_refiner_health_follows_triton(tmp_path):
         assert health_status(f"127.0.0.1:{port}", "genir.v1.Refiner") == 2
     finally:
         proc.terminate()
+
+
+# ---------------------------------------------------------------------- storage and health
+def _wait_health(target: str, want: int, within: float = 20.0) -> float:
+    start = time.monotonic()
+    while health_status(target) != want:
+        assert time.monotonic() - start < within, f"health is not {want} after {within} s"
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def test_orchestrator_health_follows_its_storage(hardened, tmp_path):
+    """A full disk, then a read-only one, under the session store: calls get their clear status and
+    health is NOT_SERVING until a write succeeds again, then SERVING (a real 1 MiB tmpfs, as root)."""
+    from tests.system.test_integrity import fill
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    create = orchestrator_pb2.CreateSessionRequest(query="a red square", options=orchestrator_pb2.SessionOptions(
+        width=64, height=64))
+    try:
+        with own_orchestrator(hardened, tmp_path, disk / "s.sqlite") as (_, target):
+            call = lambda: via_bytes(target, f"{ORC}/CreateSession", create, metadata=md(hardened))  # noqa: E731
+            assert call().code == "OK"
+            filler = fill(disk)
+            down = _wait_health(target, 2)
+            full = call()
+            filler.unlink()
+            up = _wait_health(target, 1)
+            assert call().code == "OK"
+            images = disk / "s.sqlite.images"      # read-only image folder: a read-only bind mount over it
+            subprocess.run(["mount", "--bind", str(images), str(images)], check=True)
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(images)], check=True)
+            ro_down = _wait_health(target, 2)
+            read_only = call()
+            subprocess.run(["umount", str(images)], check=True)
+            ro_up = _wait_health(target, 1)
+            print(f"health NOT_SERVING {down:.1f} s after the disk filled, SERVING {up:.1f} s after space was freed; "
+                  f"read-only: {ro_down:.1f} s / {ro_up:.1f} s")
+            assert full.code == "RESOURCE_EXHAUSTED" and "storage is full" in full.message, full
+            assert read_only.code == "UNAVAILABLE" and "not writable" in read_only.message, read_only
+            assert str(disk) not in full.message + read_only.message
+            assert call().code == "OK"
+            assert not [p.name for p in images.iterdir() if ".tmp" in p.name or ".probe" in p.name]
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(disk)], check=False)
