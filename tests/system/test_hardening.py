@@ -477,3 +477,72 @@ def test_orchestrator_health_follows_its_storage(hardened, tmp_path):
             assert not [p.name for p in images.iterdir() if ".tmp" in p.name or ".probe" in p.name]
     finally:
         subprocess.run(["umount", "-R", "-l", str(disk)], check=False)
+
+
+# ---------------------------------------------------------------------- sessions under crashes and races
+SLOW_ROUND = orchestrator_pb2.SessionOptions(num_inference_steps=40, width=128, height=128)
+
+
+def _generate_calls(stack) -> float:
+    from tests.support.procs import sample_sum, scrape
+
+    return sample_sum(scrape(stack.metrics_port("generator")), "grpc_server_started_total", grpc_method="Generate")
+
+
+def _call_during_render(stack, target, method, req, md_):
+    """Start `method` in the background and return once its round's Generate call has begun."""
+    before, box = _generate_calls(stack), {}
+    th = threading.Thread(target=lambda: box.setdefault("out", via_bytes(target, method, req, metadata=md_)))
+    th.start()
+    deadline = time.monotonic() + 60
+    while _generate_calls(stack) == before:
+        assert time.monotonic() < deadline and th.is_alive(), box
+        time.sleep(0.02)
+    return th, box
+
+
+def test_kill_9_during_create_session_leaves_no_session_without_rounds(hardened, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "s.sqlite"
+    create = orchestrator_pb2.CreateSessionRequest(query="a red square", options=SLOW_ROUND)
+    with own_orchestrator(hardened, tmp_path, db) as (proc, target):
+        th, box = _call_during_render(hardened.stack, target, f"{ORC}/CreateSession", create, md(hardened))
+        proc.popen.kill()
+        th.join(60)
+    assert box["out"].code == "UNAVAILABLE", box        # killed mid-call, not after it finished
+    with own_orchestrator(hardened, tmp_path, db) as (_, target):
+        assert via_bytes(target, f"{ORC}/CreateSession", orchestrator_pb2.CreateSessionRequest(query="a blue disc"),
+                         metadata=md(hardened)).code == "OK"
+    con = sqlite3.connect(db)
+    try:
+        sessions = con.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        empty = con.execute("SELECT count(*) FROM sessions WHERE id NOT IN (SELECT session_id FROM rounds)").fetchone()
+    finally:
+        con.close()
+    assert (sessions, empty[0]) == (1, 0)                # only the session that got its round
+    assert not [p for p in (tmp_path / "s.sqlite.images").iterdir() if ".tmp" in p.name]
+
+
+def test_delete_session_during_next_round_is_not_found_never_internal(hardened, tmp_path):
+    with own_orchestrator(hardened, tmp_path, tmp_path / "s.sqlite") as (_, target):
+        first = orchestrator_pb2.Session.FromString(_ok_bytes(target, f"{ORC}/CreateSession",
+                                                              orchestrator_pb2.CreateSessionRequest(
+                                                                  query="a red square", options=SLOW_ROUND), hardened))
+        nxt = orchestrator_pb2.NextRoundRequest(session_id=first.session_id, query="a redder square")
+        th, box = _call_during_render(hardened.stack, target, f"{ORC}/NextRound", nxt, md(hardened))
+        deleted = _ok_bytes(target, f"{ORC}/DeleteSession",
+                            orchestrator_pb2.DeleteSessionRequest(session_id=first.session_id), hardened)
+        th.join(120)
+        assert orchestrator_pb2.DeleteSessionResponse.FromString(deleted).deleted
+        assert box["out"].code == "NOT_FOUND" and "while this round ran" in box["out"].message, box
+        assert health_status(target) == 1
+
+
+def _ok_bytes(target, method, req, hardened) -> bytes:
+    ch = grpc.insecure_channel(target)
+    try:
+        return ch.unary_unary("/" + method, request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=bytes)(req, metadata=md(hardened), timeout=120)
+    finally:
+        ch.close()
