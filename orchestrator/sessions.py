@@ -11,6 +11,7 @@ one's by the next purge (every min(60 s, ttl / 4)). Images of RunDialog (no sess
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import sqlite3
@@ -23,6 +24,8 @@ from pathlib import Path
 from genir.v1 import common_pb2, orchestrator_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paths import echo
+
+log = logging.getLogger("genir.orchestrator.sessions")
 
 MAX_SESSION_ROUNDS = 50   # per session: keeps GetSession and the stored history bounded
 PROBE_BYTES = 64 << 10    # the least a storage probe writes (see SessionStore.writable)
@@ -63,6 +66,7 @@ class SessionStore:
         self.images_dir.mkdir(exist_ok=True)
         self.ttl = float(ttl)
         self._probe_bytes = PROBE_BYTES
+        self._last_probe_error: str | None = None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -228,9 +232,12 @@ class SessionStore:
                 probe.unlink(missing_ok=True)
             with self._lock:
                 self._db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?)", (time.time(),))
-        except (OSError, sqlite3.Error):
+        except (OSError, sqlite3.Error) as e:
+            if self._last_probe_error != str(e):     # once per new reason, not every probe
+                log.warning("session storage cannot be written (%s bytes probe): %s", self._probe_bytes, e)
+            self._last_probe_error = str(e)
             return False
-        self._probe_bytes = PROBE_BYTES
+        self._probe_bytes, self._last_probe_error = PROBE_BYTES, None
         return True
 
     # ------------------------------------------------------------------ expiry
