@@ -11,7 +11,9 @@ one's by the next purge (every min(60 s, ttl / 4)). Images of RunDialog (no sess
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 import secrets
 import sqlite3
@@ -28,7 +30,7 @@ from services.common.paths import echo
 log = logging.getLogger("genir.orchestrator.sessions")
 
 MAX_SESSION_ROUNDS = 50   # per session: keeps GetSession and the stored history bounded
-PROBE_BYTES = 64 << 10    # the least a storage probe writes (see SessionStore.writable)
+PROBE_BYTES = 64 << 10    # the least free space the storage probe asks for (SessionStore.writable)
 
 _REF = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|img)$")
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -221,20 +223,26 @@ class SessionStore:
         return common_pb2.Image(data=path.read_bytes(), mime_type=row[0], width=row[1], height=row[2])
 
     def writable(self) -> bool:
-        """Whether both stores take a write now (health follows this): a probe file in the image
-        folder as big as the last image that failed to write (at least PROBE_BYTES), and one row
-        in the database. False on a full disk or a read-only folder."""
+        """Whether both stores take a write now (health follows this). The image folder's disk must
+        have room for the last image that failed to be written (at least PROBE_BYTES) and take an
+        empty probe file; the database must take one row. False on a full disk or a read-only
+        folder. Free space is read, not written, so probing every few seconds costs no disk wear."""
         probe = self.images_dir / f".probe{uuid.uuid4().hex[:8]}"
         try:
+            st = os.statvfs(self.images_dir)
+            if st.f_flag & os.ST_RDONLY:
+                raise OSError(errno.EROFS, "read-only file system")
+            if st.f_bavail * st.f_frsize < self._probe_bytes:
+                raise OSError(errno.ENOSPC, f"{st.f_bavail * st.f_frsize} bytes free")
             try:
-                probe.write_bytes(b"\0" * self._probe_bytes)
+                probe.touch()
             finally:
                 probe.unlink(missing_ok=True)
             with self._lock:
                 self._db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?)", (time.time(),))
         except (OSError, sqlite3.Error) as e:
             if self._last_probe_error != str(e):     # once per new reason, not every probe
-                log.warning("session storage cannot be written (%s bytes probe): %s", self._probe_bytes, e)
+                log.warning("session storage cannot be written (needs %d bytes free): %s", self._probe_bytes, e)
             self._last_probe_error = str(e)
             return False
         self._probe_bytes, self._last_probe_error = PROBE_BYTES, None

@@ -371,7 +371,7 @@ def test_writable_follows_a_full_disk_and_the_size_of_the_write_that_failed(tiny
     rec = store.new("genir", OPTS)
     with pytest.raises(OSError):                       # 400 KB never fits on 256 KiB
         store.add_round(rec.id, _round(0, os.urandom(400_000)), new=rec)
-    assert not store.writable(), "the probe must write as much as the write that failed"
+    assert not store.writable(), "the check must ask for as much room as the write that failed"
     assert not [p for p in store.images_dir.iterdir()]   # probes and temp files leave nothing
 
 
