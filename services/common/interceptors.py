@@ -200,16 +200,46 @@ class _Refused:
 
 # After a refused body of this size, free heap goes back to the system: without it glibc keeps
 # the pages gRPC buffered the body in, and 20 refused 50 MB calls left a server 90 MB larger.
-# gRPC frees the call's own buffers only after the call ends, hence a second trim a little later.
 TRIM_AFTER_BYTES = 1 << 20
-TRIM_AGAIN_AFTER_S = 1.0
+TRIM_EVERY_S = 1.0
 
 
-def _release_free_heap() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
+class _HeapTrimmer:
+    """malloc_trim at once (at most once per TRIM_EVERY_S, so a stream of refused bodies does not
+    spend the event loop on trimming), and again TRIM_EVERY_S after the last refusal: gRPC frees a
+    call's own buffers only after the call has ended."""
+
+    def __init__(self):
+        self.last = 0.0
+        self.due = 0.0
+        self.pending = False
+
+    def soon(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= TRIM_EVERY_S:
+            self._trim()
+        self.due = now + TRIM_EVERY_S
+        if not self.pending:
+            self.pending = True
+            asyncio.get_running_loop().call_later(TRIM_EVERY_S, self._later)
+
+    def _later(self) -> None:
+        wait = self.due - time.monotonic()
+        if wait > 0:      # another refusal came meanwhile: trim after that one's call has ended
+            asyncio.get_running_loop().call_later(wait, self._later)
+            return
+        self.pending = False
+        self._trim()
+
+    def _trim(self) -> None:
+        self.last = time.monotonic()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: nothing to trim
+            pass
+
+
+_heap = _HeapTrimmer()
 
 
 def _refusal(handler, labels, message: str):
@@ -251,8 +281,7 @@ def _tolerant(deserializer, method: str, limit: int):
 def _check_decoded(request) -> None:
     if isinstance(request, _Refused):
         if request.size >= TRIM_AFTER_BYTES:
-            _release_free_heap()
-            asyncio.get_running_loop().call_later(TRIM_AGAIN_AFTER_S, _release_free_heap)
+            _heap.soon()
         raise request.error
 
 

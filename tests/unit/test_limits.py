@@ -52,3 +52,32 @@ def test_core_refuses_above_the_largest_rpc_of_the_service():
 
 def test_describe():
     assert [limits.describe(n) for n in (64 << 10, 9 << 20, 1000)] == ["64 KiB", "9 MiB", "1000 bytes"]
+
+
+def test_heap_trims_are_rate_capped_and_one_follows_the_last_refusal():
+    import asyncio
+    import time
+
+    from services.common import interceptors
+
+    class Counting(interceptors._HeapTrimmer):
+        def __init__(self):
+            super().__init__()
+            self.at = []
+
+        def _trim(self):
+            super()._trim()
+            self.at.append(time.monotonic())
+
+    async def burst() -> tuple[list[float], float]:
+        heap = Counting()
+        for _ in range(20):                      # a stream of refused bodies over 0.4 s
+            heap.soon()
+            await asyncio.sleep(0.02)
+        last = time.monotonic()
+        await asyncio.sleep(interceptors.TRIM_EVERY_S + 0.5)
+        return heap.at, last
+
+    at, last = asyncio.run(burst())
+    assert len(at) == 2, at                      # one at once, one after the burst: not 20
+    assert at[1] >= last + interceptors.TRIM_EVERY_S - 0.05
