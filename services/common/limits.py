@@ -1,7 +1,7 @@
 """The largest request each RPC accepts: part of the contract, written once here.
 
 Two layers enforce a limit. gRPC core refuses any message over the service's ceiling (its largest
-RPC limit) from the length prefix, before buffering it, so memory stays bounded by the ceiling.
+RPC limit) before Python sees it, so memory stays bounded by the ceiling.
 The server interceptor then checks each request's size against its own RPC's limit before the
 protobuf is parsed (services.common.interceptors), so a small RPC never parses a big body.
 Both refusals are RESOURCE_EXHAUSTED. Import-light on purpose: no grpc, no generated code.
