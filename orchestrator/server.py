@@ -29,9 +29,7 @@ from services.common.server import Service, run, serve
 log = logging.getLogger("genir.orchestrator")
 SERVICE = "orchestrator"
 MAX_QUERY_CHARS = 4096
-# Orchestrator requests carry text and ids only (the largest: a chatir dialog of 21 strings of at
-# most 8192 characters): a 1 MiB cap refuses anything bigger before it is buffered.
-MAX_REQUEST_MB = 1
+STORAGE_PROBE_SECONDS = 2.0   # health is NOT_SERVING while the session store cannot be written
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -218,9 +216,12 @@ async def amain(args) -> int:
 
     if corpus is not None:
         log.info("corpus: %d images from %s (image root %s)", len(corpus), args.corpus, args.image_root)
+    async def storage_writable() -> bool:
+        return await store.off_loop(store.writable)
+
     return await serve(args, [Service("genir.v1.Orchestrator", orchestrator_pb2_grpc.add_OrchestratorServicer_to_server,
                                       servicer)], load=lambda: store.off_loop(store.purge), close=close,
-                       max_request_mb=MAX_REQUEST_MB)
+                       readiness=storage_writable, readiness_every=STORAGE_PROBE_SECONDS)
 
 
 def main(args) -> int:

@@ -12,7 +12,10 @@ one's by the next purge (every min(60 s, ttl / 4)). Images of RunDialog (no sess
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
+import logging
+import os
 import re
 import secrets
 import sqlite3
@@ -27,7 +30,10 @@ from genir.v1 import common_pb2, orchestrator_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paths import echo
 
+log = logging.getLogger("genir.orchestrator.sessions")
+
 MAX_SESSION_ROUNDS = 50   # per session: keeps GetSession and the stored history bounded
+PROBE_BYTES = 64 << 10    # the least free space the storage probe asks for (SessionStore.writable)
 
 _REF = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|img)$")
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -44,6 +50,7 @@ CREATE TABLE IF NOT EXISTS images (
     ref TEXT PRIMARY KEY, mime TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
     expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rounds_image ON rounds(image_ref);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 
 
@@ -63,6 +70,8 @@ class SessionStore:
         self.images_dir = self.path.with_name(self.path.name + ".images")
         self.images_dir.mkdir(exist_ok=True)
         self.ttl = float(ttl)
+        self._probe_bytes = PROBE_BYTES
+        self._last_probe_error: str | None = None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -199,6 +208,9 @@ class SessionStore:
         try:
             tmp.write_bytes(img.data)
             tmp.replace(path)
+        except OSError:
+            self._probe_bytes = max(PROBE_BYTES, min(len(img.data), 16 << 20))
+            raise
         finally:
             tmp.unlink(missing_ok=True)     # disk full or read-only: no partial file stays behind
         expires = time.time() + self.ttl if expires_at is None else expires_at
@@ -218,6 +230,32 @@ class SessionStore:
         if row is None or not path.exists():
             raise NotFound(f"ref: image {ref!r} not found (unknown or expired)")
         return common_pb2.Image(data=path.read_bytes(), mime_type=row[0], width=row[1], height=row[2])
+
+    def writable(self) -> bool:
+        """Whether both stores take a write now (health follows this). The image folder's disk must
+        have room for the last image that failed to be written (at least PROBE_BYTES) and take an
+        empty probe file; the database must take one row. False on a full disk or a read-only
+        folder. Free space is read, not written, so probing every few seconds costs no disk wear."""
+        probe = self.images_dir / f".probe{uuid.uuid4().hex[:8]}"
+        try:
+            st = os.statvfs(self.images_dir)
+            if st.f_flag & os.ST_RDONLY:
+                raise OSError(errno.EROFS, "read-only file system")
+            if st.f_bavail * st.f_frsize < self._probe_bytes:
+                raise OSError(errno.ENOSPC, f"{st.f_bavail * st.f_frsize} bytes free")
+            try:
+                probe.touch()
+            finally:
+                probe.unlink(missing_ok=True)
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?)", (time.time(),))
+        except (OSError, sqlite3.Error) as e:
+            if self._last_probe_error != str(e):     # once per new reason, not every probe
+                log.warning("session storage cannot be written (needs %d bytes free): %s", self._probe_bytes, e)
+            self._last_probe_error = str(e)
+            return False
+        self._probe_bytes, self._last_probe_error = PROBE_BYTES, None
+        return True
 
     # ------------------------------------------------------------------ expiry
     def purge(self) -> int:

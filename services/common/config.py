@@ -44,7 +44,8 @@ def add_server_flags(parser: argparse.ArgumentParser, service: str, port: int, m
     f("port", default=port, type=int, help="gRPC port")
     f("metrics-port", default=metrics_port, type=int, help="Prometheus /metrics port (-1 disables)")
     f("metrics-host", default=None, help="metrics bind address (default: --host)")
-    f("max-message-mb", default=64, type=int, help="max gRPC message size, MiB, both directions")
+    f("max-message-mb", default=64, type=int, help="largest gRPC message, MiB: responses, and requests that carry "
+      "images (other RPCs have smaller limits, services/common/limits.py)")
     f("max-inflight", default=64, type=int, help="calls in flight before RESOURCE_EXHAUSTED (0 = no limit)")
     f("drain-seconds", default=30.0, type=float, help="SIGTERM grace period for in-flight calls")
     f("max-connection-age", default=300.0, type=float,

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import config, tls
+from services.common import config, limits, tls
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import serve_metrics
 
@@ -37,11 +37,11 @@ class Service:
     servicer: Any
 
 
-def grpc_options(max_message_mb: int, max_request_mb: float | None = None) -> list[tuple[str, Any]]:
-    """Message limits: responses up to --max-message-mb; requests up to what the service's RPCs
-    need (`max_request_mb`), so an oversized request is refused before it is buffered."""
+def grpc_options(max_message_mb: int, services: Sequence[str] = ()) -> list[tuple[str, Any]]:
+    """Message limits: responses up to --max-message-mb; requests up to what the largest RPC of
+    `services` needs (services.common.limits), so gRPC core refuses a bigger one before buffering it."""
     size = max_message_mb * 1024 * 1024
-    request = size if max_request_mb is None else min(size, int(max_request_mb * 1024 * 1024))
+    request = limits.service_ceiling(list(services), size) if services else size
     return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", request),
             ("grpc.so_reuseport", 0)]  # a port already taken must fail start-up, not be shared
 
@@ -66,7 +66,8 @@ async def _maybe_await(fn: Callable | None) -> None:
 
 async def _follow(readiness: Callable[[], Awaitable[bool]], health_servicer, names: list[str],
                   every: float) -> None:
-    """Health follows a dependency's readiness (the refiner: Triton's), checked every `every` s."""
+    """Health follows a readiness check (the refiner: Triton's; the orchestrator: its storage takes
+    writes), run every `every` s."""
     state = None
     while True:
         try:
@@ -75,28 +76,29 @@ async def _follow(readiness: Callable[[], Awaitable[bool]], health_servicer, nam
             ok = False
         if ok != state:
             state = ok
-            log.log(logging.INFO if ok else logging.WARNING, "dependency %s: health %s", "ready" if ok else
-                    "not ready", "SERVING" if ok else "NOT_SERVING")
+            log.log(logging.INFO if ok else logging.WARNING, "readiness check %s: health %s", "passed" if ok else
+                    "failed", "SERVING" if ok else "NOT_SERVING")
             for name in [""] + names:
                 await health_servicer.set(name, SERVING if ok else NOT_SERVING)
         await asyncio.sleep(every)
 
 
 async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitable | None] | None = None,
-                close: Callable[[], Awaitable | None] | None = None, max_request_mb: float | None = None,
+                close: Callable[[], Awaitable | None] | None = None,
                 readiness: Callable[[], Awaitable[bool]] | None = None, readiness_every: float = 2.0) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code. With `readiness`, health is
     SERVING only while it answers True (polled every `readiness_every` seconds)."""
     token = config.inbound_token(args)
-    interceptor = ServerInterceptor(max_inflight=args.max_inflight, token=token)
-    options = grpc_options(args.max_message_mb, max_request_mb) + connection_age_options(
+    interceptor = ServerInterceptor(max_inflight=args.max_inflight, token=token,
+                                    max_message_bytes=args.max_message_mb * 1024 * 1024)
+    names = [svc.name for svc in services]
+    options = grpc_options(args.max_message_mb, names) + connection_age_options(
         args.max_connection_age, args.max_connection_age_grace)
     server = grpc.aio.server(interceptors=[interceptor], options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for svc in services:
         svc.add_to_server(svc.servicer, server)
-    names = [svc.name for svc in services]
     reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
     address = f"{args.host}:{args.port}"

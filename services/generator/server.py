@@ -254,4 +254,4 @@ def main(args) -> int:
 
     service = Service("genir.v1.Generator", generator_pb2_grpc.add_GeneratorServicer_to_server, servicer)
     # requests are a prompt and numbers (images only travel back): 1 MiB refuses anything bigger unread
-    return asyncio.run(serve(args, [service], load=load, close=close, max_request_mb=1))
+    return asyncio.run(serve(args, [service], load=load, close=close))

@@ -24,6 +24,7 @@ MAX_BATCH = 256
 MAX_PATHS_PAGE = 10_000
 MAX_PAYLOAD_KEYS = 16
 MAX_PAYLOAD_CHARS = 4096
+MAX_VECTOR_DIM = 16_384   # BLIP, CLIP and SigLIP embed in at most a few thousand dimensions; checked before any array is built
 # Measured on the bench data (benchmarks/results/search.json, 100k x 256): ef 512 reaches top-10
 # recall 0.96 (the engine's default 0.63); exact search beats HNSW at that ef below ~24k points for
 # batches of 32 and ~53k for lone queries, so collections up to 20k points are searched exactly.
@@ -54,6 +55,8 @@ def parse_upsert_item(item, k: int) -> tuple[int, dict]:
 def vector_from(msg, field: str) -> np.ndarray:
     if not msg.values:
         raise InvalidArgument(f"{field}: empty vector")
+    if len(msg.values) > MAX_VECTOR_DIM:
+        raise InvalidArgument(f"{field}: {len(msg.values)} values, over the limit of {MAX_VECTOR_DIM}")
     v = np.asarray(msg.values, np.float32)
     if not np.isfinite(v).all():
         raise InvalidArgument(f"{field}: values must be finite numbers")

@@ -58,6 +58,25 @@ def test_unexpected_error_is_internal_without_leaks(server):
     assert "internal error" in msg and "/etc/passwd" not in msg and "Traceback" not in msg
 
 
+def test_each_rpc_has_its_own_request_limit(server):
+    """Info takes 64 KiB and Generate 256 KiB (services.common.limits): a body over the RPC's limit
+    is refused before parsing, naming the RPC and its limit; over the largest limit, gRPC core
+    refuses it before buffering. The server keeps serving."""
+    from tests.system.badinput import via_bytes
+
+    _, target, _ = server
+    # a well-formed 200 KiB body (field 1 is unknown to InfoRequest, so it would parse)
+    small = via_bytes(target, "genir.v1.Generator/Info", generator_pb2.GenerateRequest(prompt="x" * (200 << 10)))
+    assert small.code == "RESOURCE_EXHAUSTED", small
+    assert "Info: the request is" in small.message and "limit of 64 KiB" in small.message, small
+    parsed = via_bytes(target, "genir.v1.Generator/Generate", generator_pb2.GenerateRequest(prompt="p" * (200 << 10)))
+    assert parsed.code == "INVALID_ARGUMENT" and "prompt" in parsed.message, parsed   # within 256 KiB: parsed
+    big = via_bytes(target, "genir.v1.Generator/Generate", generator_pb2.GenerateRequest(prompt="p" * (1 << 20)))
+    assert big.code == "RESOURCE_EXHAUSTED" and "vs. 262144" in big.message, big
+    assert via_bytes(target, "genir.v1.Generator/Info", b"").code == "OK"
+    assert health_status(target) == 1
+
+
 def test_metrics_have_conventional_names_and_codes(server):
     _, target, mport = server
     with grpc.insecure_channel(target) as ch:

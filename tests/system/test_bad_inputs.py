@@ -201,6 +201,9 @@ ROWS = [
         via="raw-stream-in"),
     ret("wrongtype-topk-bool", "Search", '{"collection": "hard", "text": "a", "top_k": true}', "expecting number",
         code=CLIENT),
+    ret("search-vector-too-wide", "Search",
+        retriever_pb2.SearchRequest(collection="hard", vector=retriever_pb2.Vector(values=[0.5] * 20_000)),
+        "vector.values: 20000 values, over the limit of 16384", via="raw"),
     ret("oversized-message", "Search", retriever_pb2.SearchRequest(collection="hard", text=BIG), "larger than max",
         code=EXHAUSTED, via="raw"),
     # ---------------------------------------------------------------- orchestrator

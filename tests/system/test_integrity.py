@@ -349,6 +349,32 @@ def test_disk_full_is_resource_exhausted_and_leaves_no_temp_file(tiny_disk):
         store.get(rec.id)
 
 
+def fill(disk: Path) -> Path:
+    """Write a file until the disk is full; returns it (delete it to free the space)."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def test_writable_follows_a_full_disk_and_the_size_of_the_write_that_failed(tiny_disk):
+    store = SessionStore(tiny_disk / "s.sqlite")
+    assert store.writable()
+    filler = fill(tiny_disk)
+    assert not store.writable()
+    filler.unlink()
+    assert store.writable()
+    rec = store.new("genir", OPTS)
+    with pytest.raises(OSError):                       # 400 KB never fits on 256 KiB
+        store.add_round(rec.id, _round(0, os.urandom(400_000)), new=rec)
+    assert not store.writable(), "the check must ask for as much room as the write that failed"
+    assert not [p for p in store.images_dir.iterdir()]   # probes and temp files leave nothing
+
+
 def test_read_only_folder_is_unavailable(tmp_path):
     from services.common.errors import storage_error
 
@@ -363,5 +389,6 @@ def test_read_only_folder_is_unavailable(tmp_path):
             store.add_round(rec.id, _round(0), new=rec)
         mapped = storage_error(e.value)
         assert mapped is not None and mapped.code.name == "UNAVAILABLE" and str(ro) not in mapped.message
+        assert not store.writable()
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
