@@ -10,10 +10,10 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import time
 import weakref
 
+from genir import contract
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator.backends import BackendConfig, Backends, RetryPolicy
 from orchestrator.corpus_images import MAX_SIDE, MIN_SIDE, CorpusImages
@@ -27,7 +27,6 @@ from services.common.server import Service, run, serve
 
 log = logging.getLogger("genir.orchestrator")
 SERVICE = "orchestrator"
-MAX_QUERY_CHARS = 4096
 # Orchestrator requests carry text and ids only (the largest: a chatir dialog of 21 strings of at
 # most 8192 characters): a 1 MiB cap refuses anything bigger before it is buffered.
 MAX_REQUEST_MB = 1
@@ -121,11 +120,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     # ------------------------------------------------------------------ sessions
     async def CreateSession(self, request, context):
-        query = validation.text(request.query, "query", max_chars=MAX_QUERY_CHARS)
+        query = validation.text(request.query, "query", max_chars=contract.MAX_QUERY_CHARS)
         mode = mode_name(request.mode, session=True)
         options = resolve_options(request.options, self.engine.collection)
         if not options.HasField("seed"):
-            options.seed = int.from_bytes(os.urandom(8), "big") & ((1 << 63) - 1)
+            options.seed = contract.random_seed()
         rec = self.store.new(mode, options)    # stored only together with its first round
         m, st = self.engine.session_state(mode, options, rec.id, [])
         rnd = await self.engine.human_round(m, st, query=query, deadline=_deadline(context))
@@ -137,7 +136,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         which = request.WhichOneof("input")
         if which is None:
             raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
-        text = validation.text(getattr(request, which), which, max_chars=MAX_QUERY_CHARS)
+        text = validation.text(getattr(request, which), which, max_chars=contract.MAX_QUERY_CHARS)
         validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
         rec = self.store.get(request.session_id)
         async with self._lock(rec.id):

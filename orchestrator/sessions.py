@@ -20,11 +20,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from genir.contract import MAX_SESSION_ROUNDS
 from genir.v1 import common_pb2, orchestrator_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paths import echo
-
-MAX_SESSION_ROUNDS = 50   # per session: keeps GetSession and the stored history bounded
 
 _REF = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|img)$")
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}

@@ -27,10 +27,11 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from genir import contract
 from services.common.config import add_flag
 
 SERVICE = "submit"
-MODES = ("genir", "verbal", "prediction", "chatir", "fusion", "hybrid")  # runner.MODES + the old name of fusion
+MODES = contract.MODES + tuple(contract.MODE_ALIASES)  # the old names too: `genir eval` warns about them
 EVAL_METRICS_PORT = 9104
 RESULTS_MOUNT = "/results"
 DATA_MOUNT = "/data"

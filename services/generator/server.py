@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 
+from genir import contract
 from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from services.common import config, images, validation
 from services.common.batching import MicroBatcher, submit_for_call
@@ -26,8 +26,6 @@ from services.generator.pipeline import DTYPES, OFFLOAD_MODES, Item, Pipeline, r
 log = logging.getLogger("genir.generator")
 
 SERVICE = "generator"
-MAX_PROMPT_CHARS = 4096
-MAX_SEED = 2**63 - 1
 FORMATS = {generator_pb2.OUTPUT_FORMAT_UNSPECIFIED: "PNG", generator_pb2.OUTPUT_FORMAT_PNG: "PNG",
            generator_pb2.OUTPUT_FORMAT_JPEG: "JPEG"}
 
@@ -117,7 +115,7 @@ def _size(value: int, field: str, default: int, multiple: int, top: int) -> int:
 
 def _prompt(value: str, field: str, caps: Caps, count_tokens, required: bool, truncate: bool) -> tuple[str, bool]:
     """(text, whether it was cut): over-long text is refused, or cut when the caller asked for it."""
-    text = validation.text(value, field, max_chars=MAX_PROMPT_CHARS, required=required)
+    text = validation.text(value, field, max_chars=contract.MAX_PROMPT_CHARS, required=required)
     if not text:
         return text, False
     n = count_tokens(text)
@@ -155,9 +153,9 @@ def parse_request(req, caps: Caps, count_tokens) -> Parsed:
     negative, cut_negative = _prompt(req.negative_prompt, "negative_prompt", caps, count_tokens, required=False,
                                      truncate=req.truncate_prompt)
     if req.HasField("seed"):
-        seed = validation.int_range(req.seed, "seed", 0, MAX_SEED)
+        seed = validation.int_range(req.seed, "seed", 0, contract.MAX_SEED)
     else:
-        seed = secrets.randbits(63)
+        seed = contract.random_seed()
     steps = req.num_inference_steps or caps.default_steps
     validation.int_range(steps, "num_inference_steps", 1, caps.max_steps)
     guidance = (validation.float_range(req.guidance_scale, "guidance_scale", 0.0, caps.max_guidance)
@@ -170,7 +168,7 @@ def parse_request(req, caps: Caps, count_tokens) -> Parsed:
                               f"OUTPUT_FORMAT_JPEG (2), or unset for PNG")
     quality = validation.int_range(req.jpeg_quality or 90, "jpeg_quality", 1, 100)
     # Image i uses seed + i, wrapping inside the int64 range so every seed stays valid.
-    items = [Item(prompt=prompt, seed=(seed + i) % (MAX_SEED + 1), width=width, height=height, steps=steps,
+    items = [Item(prompt=prompt, seed=(seed + i) % (contract.MAX_SEED + 1), width=width, height=height, steps=steps,
                   guidance=guidance, negative_prompt=negative) for i in range(count)]
     return Parsed(items=items, fmt=FORMATS[req.output_format], quality=quality, truncated=cut or cut_negative)
 
@@ -213,7 +211,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             max_width=c.max_width, max_height=c.max_height, default_steps=c.default_steps, max_steps=c.max_steps,
             default_guidance=c.default_guidance, max_guidance=c.max_guidance, max_images=c.max_images,
             max_prompt_tokens=c.max_prompt_tokens, max_batch_size=self.batcher.max_batch_size,
-            max_queue=self.batcher.max_queue, max_prompt_chars=MAX_PROMPT_CHARS, backend=d.get("backend", ""))
+            max_queue=self.batcher.max_queue, max_prompt_chars=contract.MAX_PROMPT_CHARS, backend=d.get("backend", ""))
 
 
 def build(args) -> tuple[Pipeline, MicroBatcher, GeneratorServicer]:

@@ -24,13 +24,13 @@ import argparse
 import asyncio
 import logging
 import re
-import secrets
 import time
 
 from prometheus_client import Counter, Histogram
 
+from genir import contract
 from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
-from services.common import config, images, presets, tls, validation
+from services.common import config, images, tls, validation
 from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
 from services.refiner import postprocess, prompts
@@ -39,13 +39,7 @@ from services.refiner.triton_client import TritonVLM
 log = logging.getLogger("genir.refiner")
 
 SERVICE = "refiner"
-MAX_SEED = 2**63 - 1
-# Paper defaults (GenIR, §4, and the scripts): temperature 0.7, top-p 0.9, repetition penalty 1.1;
-# top_k 64 is Gemma-3's released generation config, which the scripts inherit.
-DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEFAULT_REPETITION_PENALTY = presets.TEMPERATURE, presets.TOP_P, \
-    presets.REPETITION_PENALTY
-DEFAULT_TOP_K = presets.TOP_K
-MAX_TOP_K = 1000
+DEFAULTS = contract.DEFAULT_SAMPLING  # the paper's sampling (genir/contract.py says where each comes from)
 SOURCES = {refiner_pb2.FEEDBACK_SOURCE_UNSPECIFIED: "", refiner_pb2.FEEDBACK_SOURCE_COMPARISON: prompts.COMPARISON,
            refiner_pb2.FEEDBACK_SOURCE_CRITIQUE: prompts.CRITIQUE, refiner_pb2.FEEDBACK_SOURCE_PERSON: prompts.PERSON}
 DEADLINE_MARGIN = 0.25  # seconds kept back from the caller's deadline to answer in time
@@ -69,23 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("triton-wait", default=0.0, type=float, help="seconds to wait for Triton at start-up (0: do not wait)")
     f("triton-health-seconds", default=2.0, type=float,
       help="how often health re-checks Triton's readiness (NOT_SERVING while it is not ready)")
-    f("max-new-tokens-limit", default=1024, type=int, help="largest sampling.max_new_tokens accepted")
+    f("max-new-tokens-limit", default=contract.MAX_NEW_TOKENS_LIMIT, type=int, help="largest sampling.max_new_tokens accepted")
     f("model-id", default=None, help="model id reported in responses (default: --triton-model)")
 
 
 def resolve_sampling(msg: common_pb2.Sampling, default_tokens: int, limit: int) -> dict:
     """Request sampling -> the JSON Triton takes; unset fields get the paper's defaults."""
-    has = msg.HasField
-    temperature = validation.float_range(msg.temperature, "sampling.temperature", 0.0, 2.0) \
-        if has("temperature") else DEFAULT_TEMPERATURE
-    top_p = validation.float_range(msg.top_p, "sampling.top_p", 0.0, 1.0, lo_open=True) \
-        if has("top_p") else DEFAULT_TOP_P
+    def pick(name: str):
+        if not msg.HasField(name):
+            return DEFAULTS[name]
+        return validation.in_range(getattr(msg, name), f"sampling.{name}", contract.SAMPLING_RANGES[name])
+
+    temperature, top_p = pick("temperature"), pick("top_p")
     tokens = validation.int_range(msg.max_new_tokens, "sampling.max_new_tokens", 1, limit) \
-        if has("max_new_tokens") else min(default_tokens, limit)
-    penalty = validation.float_range(msg.repetition_penalty, "sampling.repetition_penalty", 1.0, 2.0) \
-        if has("repetition_penalty") else DEFAULT_REPETITION_PENALTY
-    top_k = validation.int_range(msg.top_k, "sampling.top_k", 0, MAX_TOP_K) if has("top_k") else DEFAULT_TOP_K
-    seed = validation.int_range(msg.seed, "sampling.seed", 0, MAX_SEED) if has("seed") else secrets.randbits(63)
+        if msg.HasField("max_new_tokens") else min(default_tokens, limit)
+    penalty, top_k = pick("repetition_penalty"), pick("top_k")
+    seed = pick("seed") if msg.HasField("seed") else contract.random_seed()
     return {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": tokens,
             "repetition_penalty": penalty, "seed": seed}
 
@@ -230,8 +223,8 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
     async def Info(self, request, context):
         return refiner_pb2.RefinerInfo(
             model=self.model_id, triton_model=self.vlm.model, prompt_sets=list(prompts.PROMPT_SETS),
-            default_prompt_set=prompts.DEFAULT_SET, temperature=DEFAULT_TEMPERATURE, top_p=DEFAULT_TOP_P,
-            top_k=DEFAULT_TOP_K, repetition_penalty=DEFAULT_REPETITION_PENALTY,
+            default_prompt_set=prompts.DEFAULT_SET, temperature=DEFAULTS["temperature"], top_p=DEFAULTS["top_p"],
+            top_k=DEFAULTS["top_k"], repetition_penalty=DEFAULTS["repetition_penalty"],
             max_new_tokens_limit=self.max_new_tokens)
 
 

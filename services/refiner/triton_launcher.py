@@ -47,6 +47,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from genir import contract
 from services.common import config
 
 log = logging.getLogger("genir.triton")
@@ -90,15 +91,27 @@ def prepare_backends(workdir: Path) -> Path:
     return workdir / "backends"
 
 
-_PARAM = r'(key:\s*"{key}"\s*,?\s*value:\s*\{{\s*string_value:\s*)"[^"]*"'
+# `parameters { key: KEY value { string_value: "..." } }`; the value may hold escaped quotes (JSON).
+_PARAM = r'(key:\s*"{key}"\s*,?\s*value:\s*\{{\s*string_value:\s*)"((?:[^"\\]|\\.)*)"'
+
+
+def _pattern(key: str) -> re.Pattern:
+    return re.compile(_PARAM.format(key=re.escape(key)))
 
 
 def set_parameter(config_text: str, key: str, value: str) -> str:
     """Replace the string value of `parameters { key: KEY ... }` in a config.pbtxt text."""
-    pattern = re.compile(_PARAM.format(key=re.escape(key)))
+    pattern = _pattern(key)
     if not pattern.search(config_text):
         raise TritonStartError(f"config.pbtxt has no parameter {key!r} to set")
-    return pattern.sub(lambda m: m.group(1) + '"' + value.replace('"', '\\"') + '"', config_text, count=1)
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+    return pattern.sub(lambda m: m.group(1) + '"' + quoted + '"', config_text, count=1)
+
+
+def get_parameter(config_text: str, key: str) -> str | None:
+    """The string value of parameter KEY in a config.pbtxt text (escapes undone), or None."""
+    m = _pattern(key).search(config_text)
+    return None if m is None else re.sub(r"\\(.)", r"\1", m.group(2))
 
 
 def write_repository(source: Path, workdir: Path, model_name: str, parameters: dict[str, str]) -> Path:
@@ -170,12 +183,13 @@ class TritonProcess:
     def command(self) -> tuple[list[str], dict[str, str]]:
         """Prepare the work dir; return the tritonserver command line and its environment."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        params = dict(self.parameters)
+        # The contract's sampling rules always, then what the caller set (which wins).
+        params = {**contract.triton_parameters(), **self.parameters}
         if self.model is not None:
             if not (self.model / "config.json").is_file():
                 raise TritonStartError(f"--model {self.model}: not a Hugging Face model folder (no config.json)")
             params["model_path"] = str(self.model)
-        repo = write_repository(self.source, self.workdir, self.model_name, params) if params else self.source.resolve()
+        repo = write_repository(self.source, self.workdir, self.model_name, params)
         env = dict(self.env if self.env is not None else os.environ)
         venv_bin = Path(sys.executable).parent  # not resolved: the venv's bin, not the base interpreter's
         env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"

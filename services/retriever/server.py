@@ -11,6 +11,7 @@ import asyncio
 
 import numpy as np
 
+from genir import contract
 from genir.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from services.common import config, images, validation
 from services.common.batching import MicroBatcher, submit_for_call
@@ -19,7 +20,6 @@ from services.common.paths import echo
 from services.common.server import Service, serve
 from services.retriever.backend import BATCH_METRICS, EmbedInput, Query, RetrieverBackend, check_weights
 
-MAX_TOP_K = 1000
 MAX_BATCH = 256
 MAX_PATHS_PAGE = 10_000
 MAX_PAYLOAD_KEYS = 16
@@ -81,7 +81,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
 
     async def Search(self, request, context):
         collection = self._collection(request.collection)
-        top_k = 10 if request.top_k == 0 else validation.int_range(request.top_k, "top_k", 1, MAX_TOP_K)
+        top_k = contract.DEFAULT_TOP_K if request.top_k == 0 else \
+            validation.int_range(request.top_k, "top_k", 1, contract.MAX_SEARCH_TOP_K)
         target = validation.corpus_id(request.target_id, "target_id") if request.HasField("target_id") else None
         which = request.WhichOneof("query")
         kw: dict = {}
