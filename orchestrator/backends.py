@@ -19,15 +19,14 @@ import grpc
 
 from genir.v1 import generator_pb2_grpc, refiner_pb2_grpc, retriever_pb2_grpc
 from services.common import errors
-from services.common.channels import open_channel
+from services.common.channels import open_channel, reconnect_options
 
 log = logging.getLogger("genir.orchestrator.backends")
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
 # Reconnect quickly after a backend restarts (gRPC's default backoff grows to 120 s).
-_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-              ("grpc.max_reconnect_backoff_ms", 2000)]
+_RECONNECT = reconnect_options(2.0)
 
 
 @dataclass

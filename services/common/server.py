@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import config, tls
+from services.common import channels, config, tls
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import serve_metrics
 
@@ -35,15 +35,6 @@ class Service:
     name: str                       # full proto name, e.g. "genir.v1.Generator"
     add_to_server: Callable         # generated add_<X>Servicer_to_server
     servicer: Any
-
-
-def grpc_options(max_message_mb: int, max_request_mb: float | None = None) -> list[tuple[str, Any]]:
-    """Message limits: responses up to --max-message-mb; requests up to what the service's RPCs
-    need (`max_request_mb`), so an oversized request is refused before it is buffered."""
-    size = max_message_mb * 1024 * 1024
-    request = size if max_request_mb is None else min(size, int(max_request_mb * 1024 * 1024))
-    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", request),
-            ("grpc.so_reuseport", 0)]  # a port already taken must fail start-up, not be shared
 
 
 def connection_age_options(age_s: float, grace_s: float) -> list[tuple[str, int]]:
@@ -89,7 +80,7 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
     SERVING only while it answers True (polled every `readiness_every` seconds)."""
     token = config.inbound_token(args)
     interceptor = ServerInterceptor(max_inflight=args.max_inflight, token=token)
-    options = grpc_options(args.max_message_mb, max_request_mb) + connection_age_options(
+    options = channels.server_options(args.max_message_mb, max_request_mb) + connection_age_options(
         args.max_connection_age, args.max_connection_age_grace)
     server = grpc.aio.server(interceptors=[interceptor], options=options)
     health_servicer = health.aio.HealthServicer()

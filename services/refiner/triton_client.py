@@ -30,7 +30,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from services.common import errors
+from services.common import channels, errors
 
 log = logging.getLogger("genir.refiner.triton")
 
@@ -74,13 +74,8 @@ class TritonVLM:
         self.model = model
         self.timeout = timeout
         self.retry_seconds = retry_seconds
-        size = max_message_mb * 1024 * 1024
-        backoff_ms = int(max_reconnect_backoff * 1000)
-        options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
-                   ("grpc.enable_retries", 0),  # retries are ours, bounded by the deadline
-                   ("grpc.initial_reconnect_backoff_ms", min(250, backoff_ms)),
-                   ("grpc.min_reconnect_backoff_ms", min(250, backoff_ms)),
-                   ("grpc.max_reconnect_backoff_ms", backoff_ms)]
+        options = (channels.message_options(max_message_mb) + channels.NO_TRANSPORT_RETRIES
+                   + channels.reconnect_options(max_reconnect_backoff))
         self._client = triton_aio.InferenceServerClient(url, creds=creds, channel_args=options)
 
     def _unavailable(self, detail: str) -> errors.Unavailable:
