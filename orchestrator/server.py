@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import weakref
+from dataclasses import dataclass
 
 from genir import contract
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
@@ -21,9 +22,9 @@ from orchestrator.datasets import DatasetError, load_corpus
 from orchestrator.engine import Engine, resolve_options
 from orchestrator.modes import mode_name
 from orchestrator.sessions import SessionStore
-from services.common import config, validation
+from services.common import config, server, validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.server import Service, run, serve
+from services.common.server import Service, serve
 
 log = logging.getLogger("genir.orchestrator")
 SERVICE = "orchestrator"
@@ -32,31 +33,35 @@ SERVICE = "orchestrator"
 MAX_REQUEST_MB = 1
 
 
+@dataclass(frozen=True)
+class OrchestratorConfig(config.ClientTLSConfig, config.ServerConfig):
+    """Every orchestrator setting (flags, env GENIR_ORCHESTRATOR_*)."""
+    generator: str = config.flag("generator address host:port", "127.0.0.1:50051")
+    refiner: str = config.flag("refiner address host:port", "127.0.0.1:50052")
+    retriever: str = config.flag("retriever address host:port", "127.0.0.1:50053")
+    collection: str = config.flag("default retriever collection (SessionOptions.collection overrides)", "")
+    corpus: str | None = config.flag("corpus JSON (array of relative image paths; index = corpus id)")
+    image_root: str | None = config.flag("folder the corpus paths are relative to (target and top-1 images)")
+    db: str = config.flag("SQLite file for sessions (images beside it)", "orchestrator-sessions.sqlite")
+    session_ttl: float = config.flag("seconds a session lives after its last round", 86400.0)
+    backend_token_file: str | None = config.flag(
+        f"file holding the bearer token sent to the backends (else env {config.BACKEND_TOKEN_ENV}). The token this "
+        f"server requires: --auth-token-file / {config.INBOUND_TOKEN_ENV}")
+    generator_timeout: float = config.flag("seconds per Generate attempt", 120.0)
+    refiner_timeout: float = config.flag("seconds per refiner attempt", 120.0)
+    retriever_timeout: float = config.flag("seconds per retriever attempt", 30.0)
+    call_budget: float = config.flag("seconds for one backend call, retries and backoff included", 180.0)
+    round_timeout: float = config.flag("seconds for one whole round", 600.0)
+    retry_attempts: int = config.flag("attempts per backend call on UNAVAILABLE/RESOURCE_EXHAUSTED", 5)
+    retry_initial_backoff: float = config.flag("seconds before the first retry (doubles, jittered)", 0.2)
+    retry_max_backoff: float = config.flag("cap on one backoff pause, seconds", 3.0)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_server_flags(parser, SERVICE, 50050, 9100)
-    config.add_client_tls_flags(parser, SERVICE)
-    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
-    f("generator", default="127.0.0.1:50051", help="generator address host:port")
-    f("refiner", default="127.0.0.1:50052", help="refiner address host:port")
-    f("retriever", default="127.0.0.1:50053", help="retriever address host:port")
-    f("collection", default="", help="default retriever collection (SessionOptions.collection overrides)")
-    f("corpus", default=None, help="corpus JSON (array of relative image paths; index = corpus id)")
-    f("image-root", default=None, help="folder the corpus paths are relative to (target and top-1 images)")
-    f("db", default="orchestrator-sessions.sqlite", help="SQLite file for sessions (images beside it)")
-    f("session-ttl", default=86400.0, type=float, help="seconds a session lives after its last round")
-    f("backend-token-file", default=None, help=f"file holding the bearer token sent to the backends (else env "
-      f"{config.BACKEND_TOKEN_ENV}). The token this server requires: --auth-token-file / {config.INBOUND_TOKEN_ENV}")
-    f("generator-timeout", default=120.0, type=float, help="seconds per Generate attempt")
-    f("refiner-timeout", default=120.0, type=float, help="seconds per refiner attempt")
-    f("retriever-timeout", default=30.0, type=float, help="seconds per retriever attempt")
-    f("call-budget", default=180.0, type=float, help="seconds for one backend call, retries and backoff included")
-    f("round-timeout", default=600.0, type=float, help="seconds for one whole round")
-    f("retry-attempts", default=5, type=int, help="attempts per backend call on UNAVAILABLE/RESOURCE_EXHAUSTED")
-    f("retry-initial-backoff", default=0.2, type=float, help="seconds before the first retry (doubles, jittered)")
-    f("retry-max-backoff", default=3.0, type=float, help="cap on one backoff pause, seconds")
+    config.register(parser, OrchestratorConfig, SERVICE, port=50050, metrics_port=9100)
 
 
-def backends_from_args(args) -> Backends:
+def backends_from_config(args: OrchestratorConfig) -> Backends:
     retry = RetryPolicy(attempts=max(1, args.retry_attempts), initial_backoff=args.retry_initial_backoff,
                         max_backoff=args.retry_max_backoff)
     common = dict(budget=args.call_budget, ca=args.client_tls_ca, cert=args.client_tls_cert,
@@ -194,19 +199,17 @@ async def _purge_loop(store: SessionStore, every: float) -> None:
             log.exception("session purge failed")
 
 
-async def amain(args) -> int:
-    corpus = None
-    if args.corpus:
-        try:
-            corpus = load_corpus(args.corpus)
-        except DatasetError as e:
-            log.error("%s", e)
-            return 2
-    store = SessionStore(args.db, ttl=args.session_ttl)
-    engine = Engine(backends_from_args(args), corpus=corpus, image_root=args.image_root,
-                    collection=args.collection, round_timeout=args.round_timeout, images=store)
-    servicer = OrchestratorServicer(engine, store, args.max_message_mb)
-    purger = asyncio.ensure_future(_purge_loop(store, min(60.0, max(1.0, args.session_ttl / 4))))
+async def start(cfg: OrchestratorConfig) -> int:
+    try:
+        corpus = load_corpus(cfg.corpus) if cfg.corpus else None
+    except DatasetError as e:
+        log.error("%s", e)
+        return 2
+    store = SessionStore(cfg.db, ttl=cfg.session_ttl)
+    engine = Engine(backends_from_config(cfg), corpus=corpus, image_root=cfg.image_root,
+                    collection=cfg.collection, round_timeout=cfg.round_timeout, images=store)
+    servicer = OrchestratorServicer(engine, store, cfg.max_message_mb)
+    purger = asyncio.ensure_future(_purge_loop(store, min(60.0, max(1.0, cfg.session_ttl / 4))))
 
     async def close():
         purger.cancel()
@@ -214,13 +217,10 @@ async def amain(args) -> int:
         store.close()
 
     if corpus is not None:
-        log.info("corpus: %d images from %s (image root %s)", len(corpus), args.corpus, args.image_root)
-    return await serve(args, [Service("genir.v1.Orchestrator", orchestrator_pb2_grpc.add_OrchestratorServicer_to_server,
-                                      servicer)], load=store.purge, close=close, max_request_mb=MAX_REQUEST_MB)
+        log.info("corpus: %d images from %s (image root %s)", len(corpus), cfg.corpus, cfg.image_root)
+    return await serve(cfg, [Service("genir.v1.Orchestrator", orchestrator_pb2_grpc.add_OrchestratorServicer_to_server,
+                                     servicer)], load=store.purge, close=close, max_request_mb=MAX_REQUEST_MB)
 
 
 def main(args) -> int:
-    config.setup_logging(args.log_level)
-    config.log_config(SERVICE, args)
-    return run(amain(args))
-
+    return server.main(OrchestratorConfig.from_args(args), SERVICE, start)

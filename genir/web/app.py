@@ -44,7 +44,7 @@ HTTP_STATUS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
+    f = config.flags(parser, SERVICE)
     f("host", default="127.0.0.1", help="address to bind (the page has no login of its own: keep it local "
       "or put it behind your own authentication)")
     f("port", default=8080, type=int, help="HTTP port")

@@ -36,7 +36,7 @@ from orchestrator.evaluation.runner import (
     select_targets,
     session_options,
 )
-from services.common.config import add_flag, read_secret, setup_logging
+from services.common.config import flags, read_secret, setup_logging
 from services.common.errors import InvalidArgument
 from services.common.paths import corpus_fingerprint, resolve_in_root
 
@@ -45,7 +45,7 @@ SERVICE = "eval"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
+    f = flags(parser, SERVICE)
     f("queries", help="queries JSON: [{'img': path in corpus, 'dialog': [...]}, ...] (ChatIR/GenIR format)")
     f("corpus", help="corpus JSON: array of image paths; the index is the corpus id")
     f("image-root", default=None, help="folder the corpus paths are relative to (checks targets exist; "

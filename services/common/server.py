@@ -1,5 +1,6 @@
-"""Start-up and shutdown of a genir gRPC server.
+"""Start-up and shutdown of a genir gRPC server, and the entry point every service shares.
 
+    main(GeneratorConfig.from_args(ns), "generator", start, check)   # logging, checks, config, serve
     serve(args, [Service("genir.v1.Generator", add_GeneratorServicer_to_server, servicer)],
           load=backend.load, close=backend.close)
 
@@ -165,6 +166,14 @@ async def _health_server(args, health_servicer):
     return server
 
 
-def run(main_coro) -> int:
-    """asyncio.run wrapper for service entry points."""
-    return asyncio.run(main_coro)
+def main(cfg, service: str, start: Callable[[Any], Awaitable[int]],
+         check: Callable[[Any], str | None] | None = None) -> int:
+    """Every service's entry point: logging, the config's own checks (a message = exit 2), the
+    effective config logged once, then `start(cfg)`, which builds the servicer and awaits `serve`."""
+    config.setup_logging(cfg.log_level)
+    problem = check(cfg) if check else None
+    if problem:
+        log.error("%s", problem)
+        return 2
+    config.log_config(service, cfg)
+    return asyncio.run(start(cfg))

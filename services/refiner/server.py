@@ -21,16 +21,16 @@ for batching) are on Triton's metrics port (8002); scrape both (README.md).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import re
 import time
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
 from genir import contract
 from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
-from services.common import config, images, tls, validation
+from services.common import config, images, server, tls, validation
 from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
 from services.refiner import postprocess, prompts
@@ -51,20 +51,23 @@ for _kind in ("prompt", "completion"):
     TOKENS.labels(_kind)
 
 
+@dataclass(frozen=True)
+class RefinerConfig(config.ClientTLSConfig, config.ServerConfig):
+    """Every refiner setting (flags, env GENIR_REFINER_*)."""
+    triton_url: str = config.flag("Triton gRPC address host:port", "127.0.0.1:8001")
+    triton_model: str = config.flag("model name in Triton's repository", "gemma3")
+    triton_timeout: float = config.flag("longest Triton call, seconds (capped by the caller's deadline)", 120.0)
+    triton_retry_seconds: float = config.flag(
+        "how long UNAVAILABLE from Triton is retried (with backoff) before the call fails", 5.0)
+    triton_wait: float = config.flag("seconds to wait for Triton at start-up (0: do not wait)", 0.0)
+    triton_health_seconds: float = config.flag(
+        "how often health re-checks Triton's readiness (NOT_SERVING while it is not ready)", 2.0)
+    max_new_tokens_limit: int = config.flag("largest sampling.max_new_tokens accepted", contract.MAX_NEW_TOKENS_LIMIT)
+    model_id: str | None = config.flag("model id reported in responses (default: --triton-model)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_server_flags(parser, SERVICE, 50052, 9102)
-    config.add_client_tls_flags(parser, SERVICE)
-    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
-    f("triton-url", default="127.0.0.1:8001", help="Triton gRPC address host:port")
-    f("triton-model", default="gemma3", help="model name in Triton's repository")
-    f("triton-timeout", default=120.0, type=float, help="longest Triton call, seconds (capped by the caller's deadline)")
-    f("triton-retry-seconds", default=5.0, type=float,
-      help="how long UNAVAILABLE from Triton is retried (with backoff) before the call fails")
-    f("triton-wait", default=0.0, type=float, help="seconds to wait for Triton at start-up (0: do not wait)")
-    f("triton-health-seconds", default=2.0, type=float,
-      help="how often health re-checks Triton's readiness (NOT_SERVING while it is not ready)")
-    f("max-new-tokens-limit", default=contract.MAX_NEW_TOKENS_LIMIT, type=int, help="largest sampling.max_new_tokens accepted")
-    f("model-id", default=None, help="model id reported in responses (default: --triton-model)")
+    config.register(parser, RefinerConfig, SERVICE, port=50052, metrics_port=9102)
 
 
 def resolve_sampling(msg: common_pb2.Sampling, default_tokens: int, limit: int) -> dict:
@@ -228,36 +231,37 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
             max_new_tokens_limit=self.max_new_tokens)
 
 
-def build(args) -> tuple[TritonVLM, RefinerServicer]:
-    creds = tls.channel_credentials(args.client_tls_ca, args.client_tls_cert, args.client_tls_key)
-    vlm = TritonVLM(args.triton_url, args.triton_model, timeout=args.triton_timeout,
-                    retry_seconds=args.triton_retry_seconds, max_message_mb=args.max_message_mb, creds=creds)
-    servicer = RefinerServicer(vlm, model_id=args.model_id or args.triton_model,
-                               max_new_tokens=args.max_new_tokens_limit, max_pixels=args.max_image_pixels,
-                               max_request_pixels=args.max_request_pixels)
+def build(cfg: RefinerConfig) -> tuple[TritonVLM, RefinerServicer]:
+    creds = tls.channel_credentials(cfg.client_tls_ca, cfg.client_tls_cert, cfg.client_tls_key)
+    vlm = TritonVLM(cfg.triton_url, cfg.triton_model, timeout=cfg.triton_timeout,
+                    retry_seconds=cfg.triton_retry_seconds, max_message_mb=cfg.max_message_mb, creds=creds)
+    servicer = RefinerServicer(vlm, model_id=cfg.model_id or cfg.triton_model,
+                               max_new_tokens=cfg.max_new_tokens_limit, max_pixels=cfg.max_image_pixels,
+                               max_request_pixels=cfg.max_request_pixels)
     return vlm, servicer
 
 
+def check(cfg: RefinerConfig) -> str | None:
+    if cfg.max_new_tokens_limit < 1 or cfg.triton_timeout <= 0:
+        return "--max-new-tokens-limit must be >= 1 and --triton-timeout > 0"
+    return None
+
+
+async def start(cfg: RefinerConfig) -> int:
+    vlm, servicer = build(cfg)
+
+    async def load():
+        # Start-up does not wait for Triton beyond --triton-wait; health follows it afterwards.
+        if await vlm.wait_ready(cfg.triton_wait):
+            log.info("Triton at %s: model %s is ready", cfg.triton_url, cfg.triton_model)
+        else:
+            log.warning("Triton at %s: model %s is not ready yet; calls get UNAVAILABLE until it is",
+                        cfg.triton_url, cfg.triton_model)
+
+    service = Service("genir.v1.Refiner", refiner_pb2_grpc.add_RefinerServicer_to_server, servicer)
+    return await serve(cfg, [service], load=load, close=vlm.close, readiness=vlm.ready,
+                       readiness_every=cfg.triton_health_seconds)
+
+
 def main(args) -> int:
-    config.setup_logging(args.log_level)
-    if args.max_new_tokens_limit < 1 or args.triton_timeout <= 0:
-        log.error("--max-new-tokens-limit must be >= 1 and --triton-timeout > 0")
-        return 2
-    config.log_config(SERVICE, args)
-
-    async def run() -> int:
-        vlm, servicer = build(args)
-
-        async def load():
-            # Start-up does not wait for Triton beyond --triton-wait; health follows it afterwards.
-            if await vlm.wait_ready(args.triton_wait):
-                log.info("Triton at %s: model %s is ready", args.triton_url, args.triton_model)
-            else:
-                log.warning("Triton at %s: model %s is not ready yet; calls get UNAVAILABLE until it is",
-                            args.triton_url, args.triton_model)
-
-        service = Service("genir.v1.Refiner", refiner_pb2_grpc.add_RefinerServicer_to_server, servicer)
-        return await serve(args, [service], load=load, close=vlm.close, readiness=vlm.ready,
-                           readiness_every=args.triton_health_seconds)
-
-    return asyncio.run(run())
+    return server.main(RefinerConfig.from_args(args), SERVICE, start, check)

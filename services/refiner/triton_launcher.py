@@ -314,7 +314,7 @@ class TritonProcess:
 
 # ---------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: config.add_flag(parser, *a, service="triton", **k)  # noqa: E731
+    f = config.flags(parser, "triton")
     f("model-repository", default=str(DEFAULT_REPOSITORY), help="Triton model repository")
     f("model", default=None, help="Hugging Face folder of the checkpoint; sets the model's model_path "
                                   "parameter (default: the value in config.pbtxt)")

@@ -271,7 +271,7 @@ def index_corpus(store, embedder, collection: str, corpus: list[str], image_root
 
 # ---------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: config.add_flag(parser, *a, service="index", **k)  # noqa: E731
+    f = config.flags(parser, "index")
     f("corpus", default=None, help="ChatIR corpus JSON (list of relative image paths; index = corpus id)")
     f("image-root", default=None, help="folder the corpus paths are relative to")
     f("model", default=None, help="local Hugging Face folder of a BLIP / CLIP / SigLIP checkpoint")
