@@ -89,6 +89,27 @@ def parse_get_corpus_image(request, default_collection: str, corpus) -> tuple[st
     return corpus.path_of(cid), max_side
 
 
+def parse_create_session(request, default_collection: str) -> tuple[str, str, orchestrator_pb2.SessionOptions]:
+    """(query, mode, resolved options) of a CreateSessionRequest; the seed stays unset when not given."""
+    query = validation.text(request.query, "query", max_chars=contract.MAX_QUERY_CHARS)
+    mode = mode_name(request.mode, session=True)
+    return query, mode, resolve_options(request.options, default_collection)
+
+
+def parse_image_delivery(value: int, field: str = "image_delivery") -> int:
+    return validation.choice(value, field, set(common_pb2.ImageDelivery.values()))
+
+
+def parse_next_round(request) -> tuple[str, str]:
+    """(which input, its text) of a NextRoundRequest: "query" (a full new description) or "feedback"."""
+    which = request.WhichOneof("input")
+    if which is None:
+        raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
+    text = validation.text(getattr(request, which), which, max_chars=contract.MAX_QUERY_CHARS)
+    parse_image_delivery(request.image_delivery)
+    return which, text
+
+
 def _deadline(context) -> float | None:
     left = context.time_remaining()
     return None if left is None else time.monotonic() + left
@@ -125,9 +146,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     # ------------------------------------------------------------------ sessions
     async def CreateSession(self, request, context):
-        query = validation.text(request.query, "query", max_chars=contract.MAX_QUERY_CHARS)
-        mode = mode_name(request.mode, session=True)
-        options = resolve_options(request.options, self.engine.collection)
+        query, mode, options = parse_create_session(request, self.engine.collection)
         if not options.HasField("seed"):
             options.seed = contract.random_seed()
         rec = self.store.new(mode, options)    # stored only together with its first round
@@ -138,11 +157,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return self._session(rec, [self._out(rnd, stored, request.options.image_delivery, options.image_delivery)])
 
     async def NextRound(self, request, context):
-        which = request.WhichOneof("input")
-        if which is None:
-            raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
-        text = validation.text(getattr(request, which), which, max_chars=contract.MAX_QUERY_CHARS)
-        validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
+        which, text = parse_next_round(request)
         rec = self.store.get(request.session_id)
         async with self._lock(rec.id):
             rounds = self.store.rounds(rec.id, inline=False)
@@ -159,7 +174,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return rnd if self._inline(delivery, session_choice) else stored
 
     async def GetSession(self, request, context):
-        validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
+        parse_image_delivery(request.image_delivery)
         rec = self.store.get(request.session_id)
         inline = self._inline(request.image_delivery, rec.options.image_delivery)
         return self._session(rec, self.store.rounds(rec.id, inline=inline, inline_budget=self.inline_budget))

@@ -133,37 +133,82 @@ def name_images(message: str, images: list) -> str:
     return re.sub(r"images\[(\d+)\]", field, message)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry: new tokens, pixels per image, pixels of all images together."""
+    max_new_tokens: int
+    max_pixels: int
+    max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS
+
+
+def request_images(limits: Limits, *specs: tuple) -> list[bytes | None]:
+    """Bytes of (msg, field, required) images of one request, checked from their headers only
+    (format, per-image cap, one pixel budget for all): the Triton model decodes each distinct
+    image once and keeps it by content hash, so decoding here too would double the work for
+    every call. Data that is corrupt past its header comes back from Triton as INVALID_ARGUMENT
+    naming the image."""
+    present = [(msg, field) for msg, field, required in specs
+               if required or (msg is not None and (msg.data or msg.ref))]
+    images.check_protos(present, limits.max_pixels, limits.max_request_pixels)
+    chosen = {field for _, field in present}
+    return [FieldBytes(msg.data, field) if field in chosen else None for msg, field, _ in specs]
+
+
+def _budget(request, limits: Limits) -> dict:
+    return {"tokens": requested_tokens(request.sampling, limits.max_new_tokens), "limit": limits.max_new_tokens}
+
+
+def parse_caption(request, limits: Limits) -> prompts.Prompt:
+    style = parse_style(request.style)
+    pset = parse_prompt_set(request.prompt_set)
+    (target,) = request_images(limits, (request.target, "target", True))
+    return pset.caption(target, style, **_budget(request, limits))
+
+
+def parse_compare(request, limits: Limits) -> prompts.Prompt:
+    retrieval = parse_style(request.style) == "retrieval"
+    pset = parse_prompt_set(request.prompt_set)
+    target, generated = request_images(limits, (request.target, "target", True),
+                                       (request.generated, "generated", True))
+    caption = validation.text(request.caption, "caption")
+    return pset.compare(target, generated, caption, retrieval=retrieval, **_budget(request, limits))
+
+
+def parse_refine(request, limits: Limits) -> prompts.Prompt:
+    pset = parse_prompt_set(request.prompt_set)
+    source = parse_source(request.feedback_source)
+    caption = validation.text(request.caption, "caption")
+    feedback = validation.text(request.feedback, "feedback")
+    target, generated = request_images(limits, (request.target, "target", False),
+                                       (request.generated, "generated", False))
+    rank = None
+    if request.HasField("shown_rank"):
+        rank = validation.int_range(request.shown_rank, "shown_rank", 0, 2**31 - 1)
+        if target is None:
+            raise InvalidArgument("shown_rank: only meaningful with a target (simulated prediction feedback)")
+    if target is None and source in (prompts.COMPARISON, prompts.CRITIQUE):
+        raise InvalidArgument(f"feedback_source: {source} feedback needs the target (simulated user)")
+    return pset.refine(caption, feedback, target=target, shown=generated, shown_rank=rank, source=source,
+                       **_budget(request, limits))
+
+
+def parse_critique(request, limits: Limits) -> prompts.Prompt:
+    pset = parse_prompt_set(request.prompt_set)
+    (target,) = request_images(limits, (request.target, "target", True))
+    caption = validation.text(request.caption, "caption")
+    return pset.critique(target, caption, **_budget(request, limits))
+
+
 class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
     def __init__(self, vlm: TritonVLM, *, model_id: str, max_new_tokens: int, max_pixels: int,
                  max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS):
         self.vlm = vlm
         self.model_id = model_id
-        self.max_new_tokens = max_new_tokens
-        self.max_pixels = max_pixels
-        self.max_request_pixels = max_request_pixels
-
-    # ------------------------------------------------------------------ helpers
-    async def _images(self, *specs: tuple) -> list[bytes | None]:
-        """Bytes of (msg, field, required) images of one request, checked from their headers only
-        (format, per-image cap, one pixel budget for all): the Triton model decodes each distinct
-        image once and keeps it by content hash, so decoding here too would double the work for
-        every call. Data that is corrupt past its header comes back from Triton as INVALID_ARGUMENT
-        naming the image."""
-        present = [(msg, field) for msg, field, required in specs
-                   if required or (msg is not None and (msg.data or msg.ref))]
-        images.check_protos(present, self.max_pixels, self.max_request_pixels)
-        chosen = {field for _, field in present}
-        return [FieldBytes(msg.data, field) if field in chosen else None for msg, field, _ in specs]
-
-    async def _image(self, msg, field: str, required: bool = True) -> bytes | None:
-        return (await self._images((msg, field, required)))[0]
-
-    def _text(self, value: str, field: str) -> str:
-        return validation.text(value, field)
+        self.limits = Limits(max_new_tokens, max_pixels, max_request_pixels)
 
     async def _run(self, prompt: prompts.Prompt, sampling_msg, context) -> refiner_pb2.RefinerResponse:
         start = time.perf_counter()
-        sampling = resolve_sampling(sampling_msg, prompt.max_new_tokens, self.max_new_tokens)
+        sampling = resolve_sampling(sampling_msg, prompt.max_new_tokens, self.limits.max_new_tokens)
         left = context.time_remaining()
         timeout = None if left is None else max(0.05, left - DEADLINE_MARGIN)
         try:
@@ -181,54 +226,24 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
                      common_pb2.Timing(stage="total", seconds=time.perf_counter() - start)])
 
     # ------------------------------------------------------------------ RPCs
-    def _budget(self, request) -> dict:
-        return {"tokens": requested_tokens(request.sampling, self.max_new_tokens), "limit": self.max_new_tokens}
-
     async def Caption(self, request, context):
-        style = parse_style(request.style)
-        pset = parse_prompt_set(request.prompt_set)
-        target = await self._image(request.target, "target")
-        return await self._run(pset.caption(target, style, **self._budget(request)), request.sampling, context)
+        return await self._run(parse_caption(request, self.limits), request.sampling, context)
 
     async def Compare(self, request, context):
-        retrieval = parse_style(request.style) == "retrieval"
-        pset = parse_prompt_set(request.prompt_set)
-        target, generated = await self._images((request.target, "target", True),
-                                               (request.generated, "generated", True))
-        caption = self._text(request.caption, "caption")
-        prompt = pset.compare(target, generated, caption, retrieval=retrieval, **self._budget(request))
-        return await self._run(prompt, request.sampling, context)
+        return await self._run(parse_compare(request, self.limits), request.sampling, context)
 
     async def Refine(self, request, context):
-        pset = parse_prompt_set(request.prompt_set)
-        source = parse_source(request.feedback_source)
-        caption = self._text(request.caption, "caption")
-        feedback = self._text(request.feedback, "feedback")
-        target, generated = await self._images((request.target, "target", False),
-                                               (request.generated, "generated", False))
-        rank = None
-        if request.HasField("shown_rank"):
-            rank = validation.int_range(request.shown_rank, "shown_rank", 0, 2**31 - 1)
-            if target is None:
-                raise InvalidArgument("shown_rank: only meaningful with a target (simulated prediction feedback)")
-        if target is None and source in (prompts.COMPARISON, prompts.CRITIQUE):
-            raise InvalidArgument(f"feedback_source: {source} feedback needs the target (simulated user)")
-        prompt = pset.refine(caption, feedback, target=target, shown=generated, shown_rank=rank, source=source,
-                             **self._budget(request))
-        return await self._run(prompt, request.sampling, context)
+        return await self._run(parse_refine(request, self.limits), request.sampling, context)
 
     async def Critique(self, request, context):
-        pset = parse_prompt_set(request.prompt_set)
-        target = await self._image(request.target, "target")
-        caption = self._text(request.caption, "caption")
-        return await self._run(pset.critique(target, caption, **self._budget(request)), request.sampling, context)
+        return await self._run(parse_critique(request, self.limits), request.sampling, context)
 
     async def Info(self, request, context):
         return refiner_pb2.RefinerInfo(
             model=self.model_id, triton_model=self.vlm.model, prompt_sets=list(prompts.PROMPT_SETS),
             default_prompt_set=prompts.DEFAULT_SET, temperature=DEFAULTS["temperature"], top_p=DEFAULTS["top_p"],
             top_k=DEFAULTS["top_k"], repetition_penalty=DEFAULTS["repetition_penalty"],
-            max_new_tokens_limit=self.max_new_tokens)
+            max_new_tokens_limit=self.limits.max_new_tokens)
 
 
 def build(cfg: RefinerConfig) -> tuple[TritonVLM, RefinerServicer]:

@@ -64,15 +64,44 @@ def vector_from(msg, field: str) -> np.ndarray:
     return v
 
 
+def parse_collection(name: str, default: str | None, field: str = "collection") -> str:
+    name = (name or "").strip() or (default or "")
+    if not name:
+        raise InvalidArgument(f"{field}: required (no --default-collection is set)")
+    return name
+
+
+def parse_search(request, default_collection: str | None) -> tuple[Query, tuple | None]:
+    """A SearchRequest as a Query, and (image proto, field) when the query still needs an image
+    decoded (image and fusion queries; the servicer decodes it off the event loop)."""
+    collection = parse_collection(request.collection, default_collection)
+    top_k = contract.DEFAULT_TOP_K if request.top_k == 0 else \
+        validation.int_range(request.top_k, "top_k", 1, contract.MAX_SEARCH_TOP_K)
+    target = validation.corpus_id(request.target_id, "target_id") if request.HasField("target_id") else None
+    query = Query(collection, top_k=top_k, target_id=target, exact=request.exact)
+    which = request.WhichOneof("query")
+    if which == "image":
+        return query, (request.image, "image")
+    if which == "text":
+        query.text = validation.text(request.text, "text")
+    elif which == "vector":
+        query.vector = vector_from(request.vector, "vector.values")
+    elif which == "fusion":
+        f = request.fusion
+        w_image, w_text = check_weights(f.image_weight, f.text_weight)
+        query.fusion = (None, validation.text(f.text, "fusion.text"), w_image, w_text)
+        return query, (f.image, "fusion.image")
+    else:
+        raise InvalidArgument("query: one of image, text, vector or fusion is required")
+    return query, None
+
+
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
     def __init__(self, backend: RetrieverBackend, batcher: MicroBatcher, cfg: RetrieverConfig):
         self.backend, self.batcher, self.args = backend, batcher, cfg
 
-    def _collection(self, name: str, field: str = "collection") -> str:
-        name = (name or "").strip() or (self.args.default_collection or "")
-        if not name:
-            raise InvalidArgument(f"{field}: required (no --default-collection is set)")
-        return name
+    def _collection(self, name: str) -> str:
+        return parse_collection(name, self.args.default_collection)
 
     async def _decode(self, items) -> list:
         """(msg, field) pairs of one request: one pixel budget, decoded off the event loop."""
@@ -82,26 +111,14 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         return (await self._decode([(msg, field)]))[0]
 
     async def Search(self, request, context):
-        collection = self._collection(request.collection)
-        top_k = contract.DEFAULT_TOP_K if request.top_k == 0 else \
-            validation.int_range(request.top_k, "top_k", 1, contract.MAX_SEARCH_TOP_K)
-        target = validation.corpus_id(request.target_id, "target_id") if request.HasField("target_id") else None
-        which = request.WhichOneof("query")
-        kw: dict = {}
-        if which == "image":
-            kw["image"] = await self._image(request.image, "image")
-        elif which == "text":
-            kw["text"] = validation.text(request.text, "text")
-        elif which == "vector":
-            kw["vector"] = vector_from(request.vector, "vector.values")
-        elif which == "fusion":
-            f = request.fusion
-            w_image, w_text = check_weights(f.image_weight, f.text_weight)
-            kw["fusion"] = (await self._image(f.image, "fusion.image"), validation.text(f.text, "fusion.text"),
-                            w_image, w_text)
-        else:
-            raise InvalidArgument("query: one of image, text, vector or fusion is required")
-        query = Query(collection, top_k=top_k, target_id=target, exact=request.exact, **kw)
+        query, image = parse_search(request, self.args.default_collection)
+        if image is not None:
+            pic = await self._image(*image)
+            if query.fusion is None:
+                query.image = pic
+            else:
+                query.fusion = (pic, *query.fusion[1:])
+        collection = query.collection
         (res,), info = await submit_for_call(self.batcher, ("search", collection), [query], context.time_remaining())
         res.timings = {"queue": info.queue_seconds, **res.timings}
         resp = retriever_pb2.SearchResponse(hits=[hit_proto(h, r) for r, h in enumerate(res.hits)],
