@@ -13,6 +13,9 @@ MB = 1024 * 1024
 NO_TRANSPORT_RETRIES = [("grpc.enable_retries", 0)]
 
 
+NO_PORT_SHARING = [("grpc.so_reuseport", 0)]  # a port already taken must fail start-up, not be shared
+
+
 def message_options(max_message_mb: int, max_request_mb: float | None = None) -> list[tuple[str, int]]:
     """Sends up to `max_message_mb`; receives up to that, or `max_request_mb` when smaller."""
     size = max_message_mb * MB
@@ -23,8 +26,7 @@ def message_options(max_message_mb: int, max_request_mb: float | None = None) ->
 def server_options(max_message_mb: int, max_request_mb: float | None = None) -> list[tuple[str, int]]:
     """A server's limits: responses up to --max-message-mb; requests up to what the service's RPCs
     need (`max_request_mb`), so an oversized request is refused before it is buffered."""
-    return message_options(max_message_mb, max_request_mb) + [
-        ("grpc.so_reuseport", 0)]  # a port already taken must fail start-up, not be shared
+    return message_options(max_message_mb, max_request_mb) + NO_PORT_SHARING
 
 
 def reconnect_options(max_backoff_s: float) -> list[tuple[str, int]]:

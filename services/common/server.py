@@ -155,7 +155,7 @@ async def _health_server(args, health_servicer):
     port = getattr(args, "health_port", -1)
     if port is None or port < 0:
         return None
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=channels.NO_PORT_SHARING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
         server.add_insecure_port(f"{args.host}:{port}")
