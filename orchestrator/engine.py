@@ -67,7 +67,7 @@ def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: s
     fusion_weights(opts)
     validation.int_range(opts.max_new_tokens, "options.max_new_tokens", 0, contract.MAX_SESSION_NEW_TOKENS)
     resolve_preset(out)
-    validation.choice(opts.image_delivery, "options.image_delivery", set(common_pb2.ImageDelivery.values()))
+    validation.image_delivery(opts.image_delivery, "options.image_delivery")
     return out
 
 

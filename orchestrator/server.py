@@ -96,17 +96,13 @@ def parse_create_session(request, default_collection: str) -> tuple[str, str, or
     return query, mode, resolve_options(request.options, default_collection)
 
 
-def parse_image_delivery(value: int, field: str = "image_delivery") -> int:
-    return validation.choice(value, field, set(common_pb2.ImageDelivery.values()))
-
-
 def parse_next_round(request) -> tuple[str, str]:
     """(which input, its text) of a NextRoundRequest: "query" (a full new description) or "feedback"."""
     which = request.WhichOneof("input")
     if which is None:
         raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
     text = validation.text(getattr(request, which), which, max_chars=contract.MAX_QUERY_CHARS)
-    parse_image_delivery(request.image_delivery)
+    validation.image_delivery(request.image_delivery)
     return which, text
 
 
@@ -174,7 +170,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return rnd if self._inline(delivery, session_choice) else stored
 
     async def GetSession(self, request, context):
-        parse_image_delivery(request.image_delivery)
+        validation.image_delivery(request.image_delivery)
         rec = self.store.get(request.session_id)
         inline = self._inline(request.image_delivery, rec.options.image_delivery)
         return self._session(rec, self.store.rounds(rec.id, inline=inline, inline_budget=self.inline_budget))

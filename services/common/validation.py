@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from genir import contract
+from genir.v1 import common_pb2
 from services.common.errors import InvalidArgument
 from services.common.paths import echo
 
@@ -49,6 +50,10 @@ def choice(value: str, field: str, allowed) -> str:
     if value not in allowed:
         raise InvalidArgument(f"{field}: unknown value {echo(value)}; allowed: {', '.join(map(str, sorted(allowed)))}")
     return value
+
+
+def image_delivery(value: int, field: str = "image_delivery") -> int:
+    return choice(value, field, set(common_pb2.ImageDelivery.values()))
 
 
 def corpus_id(value: str, field: str) -> int:
