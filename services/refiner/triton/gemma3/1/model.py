@@ -141,8 +141,8 @@ class TritonPythonModel:
         self.limit = int(_parameter(config, "max_new_tokens_limit", "1024"))
         self.ranges = {k: _Range(*v) for k, v in _contract_parameter(config, "sampling_ranges").items()}
         self.defaults = {**_contract_parameter(config, "sampling_defaults"), "seed": None}
-        missing = sorted((set(SAMPLING_KEYS) - set(self.defaults)) | (set(SAMPLING_KEYS) - {"max_new_tokens"}
-                                                                       - set(self.ranges)))
+        need_ranges = set(SAMPLING_KEYS) - {"max_new_tokens"}  # its range is [1, max_new_tokens_limit]
+        missing = sorted((set(SAMPLING_KEYS) - set(self.defaults)) | (need_ranges - set(self.ranges)))
         if missing:
             raise pb_utils.TritonModelException(f"config.pbtxt sampling parameters lack {missing}")
         # The same image bounds as the genir services (services/common/images.py), for clients
@@ -225,7 +225,8 @@ class TritonPythonModel:
         except (TypeError, ValueError) as e:
             raise BadRequest(f"sampling: {e}") from None
         ranges = {**self.ranges, "max_new_tokens": _Range(1, self.limit, False)}
-        for name, allowed in ranges.items():
+        for name in SAMPLING_KEYS:
+            allowed = ranges[name]
             if s[name] not in allowed:
                 raise BadRequest(f"sampling.{name}: {s[name]} is out of range {allowed}")
         return s
