@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genir import contract
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "services" / "refiner" / "triton" / "gemma3"
 
@@ -89,7 +91,7 @@ class InProcessGemma:
         spec = importlib.util.spec_from_file_location("genir_gemma3_triton_model", MODEL_DIR / "1" / "model.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        params = {"model_path": str(Path(model_path).resolve()), **(parameters or {})}
+        params = {**contract.triton_parameters(), "model_path": str(Path(model_path).resolve()), **(parameters or {})}
         config = {"name": "gemma3", "parameters": {k: {"string_value": str(v)} for k, v in params.items()}}
         self.model = module.TritonPythonModel()
         self.model.initialize({"model_config": json.dumps(config), "model_repository": str(MODEL_DIR),

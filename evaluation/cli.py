@@ -34,8 +34,9 @@ from evaluation.runner import (
     select_targets,
     session_options,
 )
+from genir import contract
 from orchestrator.datasets import DatasetError, load_corpus, read_queries, resolve_queries
-from services.common.config import add_flag, read_secret, setup_logging
+from services.common.config import flags, read_secret, setup_logging
 from services.common.errors import InvalidArgument
 from services.common.paths import corpus_fingerprint, resolve_in_root
 
@@ -44,7 +45,7 @@ SERVICE = "eval"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
+    f = flags(parser, SERVICE)
     f("queries", help="queries JSON: [{'img': path in corpus, 'dialog': [...]}, ...] (ChatIR/GenIR format)")
     f("corpus", help="corpus JSON: array of image paths; the index is the corpus id")
     f("image-root", default=None, help="folder the corpus paths are relative to (checks targets exist; "
@@ -79,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("retriever", default=None, help="retriever HOST:PORT (--embedded: default 127.0.0.1:50053; otherwise "
       "only asked for the collection's model id and, with --collection, its corpus list)")
     f("collection", default="", help="retriever collection ('' = the orchestrator's default)")
-    f("top-k", default=10, type=int, help="hits returned per round (1..100); the rank is exact regardless")
+    f("top-k", default=contract.DEFAULT_TOP_K, type=int, help=f"hits returned per round (1..{contract.MAX_TOP_K}); the rank is exact regardless")
     f("width", default=0, type=int, help="rendering width (0 = the preset's)")
     f("height", default=0, type=int, help="rendering height (0 = the preset's)")
     f("steps", default=0, type=int, help="inference steps (0 = the preset's)")
@@ -139,10 +140,10 @@ def config_from_args(args) -> EvalConfig:
         raise EvalError(f"--concurrency: {args.concurrency} must be >= 1")
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit: {args.limit} must be >= 1")
-    if not 1 <= args.top_k <= 100:
-        raise EvalError(f"--top-k: {args.top_k} is out of range [1, 100]")
-    if not 0 <= args.max_new_tokens <= 4096:
-        raise EvalError(f"--max-new-tokens: {args.max_new_tokens} is out of range [0, 4096]")
+    if not 1 <= args.top_k <= contract.MAX_TOP_K:
+        raise EvalError(f"--top-k: {args.top_k} is out of range [1, {contract.MAX_TOP_K}]")
+    if not 0 <= args.max_new_tokens <= contract.MAX_SESSION_NEW_TOKENS:
+        raise EvalError(f"--max-new-tokens: {args.max_new_tokens} is out of range [0, {contract.MAX_SESSION_NEW_TOKENS}]")
     width, height = parse_size(args.size, args.width, args.height)
     cfg = EvalConfig(mode=mode_of(args.mode), rounds=args.rounds, ks=parse_ks(args.k), seed=args.seed,
                       concurrency=args.concurrency, top_k=args.top_k, collection=args.collection,

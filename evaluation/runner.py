@@ -24,13 +24,13 @@ from prometheus_client import Counter, Gauge
 
 from evaluation import metrics
 from evaluation.records import DIALOGS, DialogLog, load_dialogs, ranks_of
+from genir import contract
 from genir.v1 import common_pb2, orchestrator_pb2
 from orchestrator.datasets import Query
 
 log = logging.getLogger("genir.eval")
 
-MODES = ("genir", "verbal", "prediction", "chatir", "fusion")
-MODE_ALIASES = {"hybrid": "fusion"}  # old name, accepted with a warning
+MODES, MODE_ALIASES = contract.MODES, contract.MODE_ALIASES
 HEADLINE_K = 10
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -166,13 +166,14 @@ async def _paths(info, offset: int, limit: int):
 def check_queries(queries: Sequence[Query], cfg: EvalConfig) -> None:
     if cfg.mode not in MODES:
         raise EvalError(f"--mode: {cfg.mode!r} is not one of {', '.join(MODES)}")
-    if not 0 <= cfg.rounds <= 20:
-        raise EvalError(f"--rounds: {cfg.rounds} is out of range [0, 20]")
+    if not 0 <= cfg.rounds <= contract.MAX_DIALOG_ROUNDS:
+        raise EvalError(f"--rounds: {cfg.rounds} is out of range [0, {contract.MAX_DIALOG_ROUNDS}]")
     if cfg.mode == "chatir":
-        short = [q for q in queries if len(q.dialog) < cfg.rounds + 1]
+        need = contract.chatir_dialog_length(cfg.rounds)
+        short = [q for q in queries if len(q.dialog) < need]
         if short:
             q = short[0]
-            raise EvalError(f"chatir mode needs {cfg.rounds + 1} dialog strings per target; {q.img!r} has "
+            raise EvalError(f"chatir mode needs {need} dialog strings per target; {q.img!r} has "
                             f"{len(q.dialog)} ({len(short)} target(s) too short)")
 
 

@@ -27,10 +27,11 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from services.common.config import add_flag
+from genir import contract
+from services.common.config import flags
 
 SERVICE = "submit"
-MODES = ("genir", "verbal", "prediction", "chatir", "fusion", "hybrid")  # runner.MODES + the old name of fusion
+MODES = contract.MODES + tuple(contract.MODE_ALIASES)  # the old names too: `genir eval` warns about them
 EVAL_METRICS_PORT = 9104
 RESULTS_MOUNT = "/results"
 DATA_MOUNT = "/data"
@@ -63,7 +64,7 @@ class SubmitError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
+    f = flags(parser, SERVICE)
     f("shards", default=None, type=int, help="number of shards = completions of the Indexed Job (required)")
     f("mode", default="genir", choices=MODES, help="dialog mode")
     f("image", default=None, help="genir image, e.g. registry.example.com/genir/genir:0.1.0 (required)")

@@ -1,20 +1,20 @@
 """Loaders for the ChatIR protocol files (corpus list + query dialogs) and GenIR-style query files.
 
-Corpus: a JSON array of relative image paths; the array index is the corpus id.
+Corpus: a JSON array of relative image paths; the array index is the corpus id (read by
+services/common/corpus.py, which `genir index` shares).
 Queries: a JSON array of {"img": <path in the corpus>, "dialog": [str, ...]}; ChatIR dialogs hold a
 caption and 10 "question? answer" strings, GenIR query files use "dialog": [] (only "img" is used).
-Paths may have any shape ("unlabeled2017/000000000008.jpg", "61000/61801.png", "3618932839.jpg").
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.corpus import DatasetError, load_json, norm_path, read_corpus
 
-class DatasetError(ValueError):
-    """A malformed or inconsistent benchmark file; the message names the file and the entry."""
+__all__ = ["Corpus", "DatasetError", "Query", "chatir_query", "load_corpus", "load_queries", "read_queries",
+           "resolve_queries"]
 
 
 @dataclass(frozen=True)
@@ -39,36 +39,14 @@ class Query:
     dialog: tuple[str, ...]
 
 
-def _norm(path: str) -> str:
-    return path.replace("\\", "/").lstrip("./") if path.startswith("./") else path.replace("\\", "/")
-
-
-def _load_json(path: str | Path, what: str):
-    p = Path(path)
-    try:
-        return json.loads(p.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"{what} file not found: {p}") from None
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{what} file {p} is not valid JSON: {e}") from None
-
-
 def load_corpus(path: str | Path) -> Corpus:
-    data = _load_json(path, "corpus")
-    if not isinstance(data, list) or not all(isinstance(x, str) and x for x in data):
-        raise DatasetError(f"corpus file {path} must be a JSON array of non-empty path strings")
-    paths = tuple(_norm(x) for x in data)
-    index: dict[str, int] = {}
-    for i, p in enumerate(paths):
-        if p in index:
-            raise DatasetError(f"corpus file {path}: {p!r} appears twice (ids {index[p]} and {i})")
-        index[p] = i
-    return Corpus(paths=paths, index=index, source=str(path))
+    paths = read_corpus(path)
+    return Corpus(paths=paths, index={p: i for i, p in enumerate(paths)}, source=str(path))
 
 
 def read_queries(path: str | Path) -> list[Query]:
     """The entries of a queries file, not yet resolved to corpus ids (target_id -1)."""
-    data = _load_json(path, "queries")
+    data = load_json(path, "queries")
     if not isinstance(data, list):
         raise DatasetError(f"queries file {path} must be a JSON array of {{'img', 'dialog'}} objects")
     out = []
@@ -78,7 +56,7 @@ def read_queries(path: str | Path) -> list[Query]:
         dialog = item.get("dialog", [])
         if not isinstance(dialog, list) or not all(isinstance(s, str) for s in dialog):
             raise DatasetError(f"queries file {path}: entry {n} 'dialog' must be a list of strings")
-        out.append(Query(target_id=-1, img=_norm(item["img"]), dialog=tuple(dialog)))
+        out.append(Query(target_id=-1, img=norm_path(item["img"]), dialog=tuple(dialog)))
     return out
 
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
 
+from genir import contract
 from genir.v1 import common_pb2, orchestrator_pb2
 from orchestrator.settings import sampling_for
 from services.common.metrics import LATENCY_BUCKETS
 
-SEED_MASK = (1 << 63) - 1
 STAGE_SECONDS = Histogram("genir_stage_seconds", "Wall time of one dialog stage (all retries included).",
                           ["stage"], buckets=LATENCY_BUCKETS)  # a stage with retries runs up to --call-budget
 
@@ -26,7 +26,7 @@ STAGE_SECONDS = Histogram("genir_stage_seconds", "Wall time of one dialog stage 
 def derive_seed(base: int, key: str, index: int, stage: str = "round") -> int:
     """A 63-bit seed that depends only on (base seed, target/session key, round, stage)."""
     digest = hashlib.sha256(f"{base}|{key}|{index}|{stage}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & SEED_MASK
+    return int.from_bytes(digest[:8], "big") & contract.MAX_SEED  # 2^63 - 1: all ones, a mask
 
 
 @dataclass

@@ -23,10 +23,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import AsyncIterator
 
+from genir import contract
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
 from orchestrator.clients import ServiceClients
 from orchestrator.datasets import Corpus
-from orchestrator.dialog import SEED_MASK, DialogState, Last
+from orchestrator.dialog import DialogState, Last
 from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step, fusion_weights, mode_name
 from orchestrator.settings import (
     REFINER_MODES,
@@ -43,8 +44,6 @@ from services.common.paths import corpus_fingerprint, echo, first_difference_pag
 
 log = logging.getLogger("genir.orchestrator.engine")
 
-MAX_DIALOG_ROUNDS = 20          # RunDialog: rounds after round 0 (the paper uses 10)
-MAX_TOP_K = 100
 CORPUS_CHECK_TTL_S = 30.0     # a collection re-indexed meanwhile is noticed within this time
 CORPUS_PAGE = 10_000
 
@@ -56,7 +55,7 @@ def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: s
     out.collection = (opts.collection or default_collection).strip()
     if not out.collection:
         raise InvalidArgument("options.collection: empty and the orchestrator has no default collection (--collection)")
-    out.top_k = validation.int_range(opts.top_k or 10, "options.top_k", 1, MAX_TOP_K)
+    out.top_k = validation.int_range(opts.top_k or contract.DEFAULT_TOP_K, "options.top_k", 1, contract.MAX_TOP_K)
     for name in ("width", "height", "num_inference_steps"):
         validation.int_range(getattr(opts, name), f"options.{name}", 0, 8192)
     for name in ("image_weight", "text_weight"):
@@ -64,11 +63,11 @@ def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: s
     if opts.HasField("guidance_scale"):
         validation.float_range(opts.guidance_scale, "options.guidance_scale", 0.0, 100.0)
     if opts.HasField("seed"):
-        validation.int_range(opts.seed, "options.seed", 0, SEED_MASK)
+        validation.int_range(opts.seed, "options.seed", 0, contract.MAX_SEED)
     fusion_weights(opts)
-    validation.int_range(opts.max_new_tokens, "options.max_new_tokens", 0, 4096)
+    validation.int_range(opts.max_new_tokens, "options.max_new_tokens", 0, contract.MAX_SESSION_NEW_TOKENS)
     resolve_preset(out)
-    validation.choice(opts.image_delivery, "options.image_delivery", set(common_pb2.ImageDelivery.values()))
+    validation.image_delivery(opts.image_delivery, "options.image_delivery")
     return out
 
 
@@ -111,15 +110,16 @@ class Engine:
     def dialog_state(self, request: orchestrator_pb2.RunDialogRequest) -> tuple[Mode, DialogState]:
         """Validate a RunDialogRequest and build the dialog's state (the target image is read later)."""
         name = mode_name(request.mode, session=False)
-        rounds = validation.int_range(request.rounds, "rounds", 0, MAX_DIALOG_ROUNDS)
+        rounds = validation.int_range(request.rounds, "rounds", 0, contract.MAX_DIALOG_ROUNDS)
         options = resolve_options(request.options, self.collection)
         target_id = self.check_target(request.target_id)
         dialog = tuple(request.dialog)
         if name == "chatir":
-            if len(dialog) < rounds + 1:
-                raise InvalidArgument(f"dialog: chatir mode needs at least rounds + 1 = {rounds + 1} strings "
+            need = contract.chatir_dialog_length(rounds)
+            if len(dialog) < need:
+                raise InvalidArgument(f"dialog: chatir mode needs at least rounds + 1 = {need} strings "
                                       f"(caption + one Q/A per round), got {len(dialog)}")
-            for i, s in enumerate(dialog[: rounds + 1]):
+            for i, s in enumerate(dialog[:need]):
                 validation.text(s, f"dialog[{i}]")
         mode = self._modes[name]
         base = options.seed if options.HasField("seed") else 0

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from genir import contract
 from genir.v1 import common_pb2, refiner_pb2, retriever_pb2
 from orchestrator.datasets import chatir_query
 from orchestrator.dialog import DialogState
@@ -215,19 +216,17 @@ def fusion_weights(options) -> tuple[float, float]:
 
 
 MODES: dict[str, type[Mode]] = {m.name: m for m in (GenIR, Verbal, Prediction, ChatIR, Fusion)}
-SESSION_MODES = tuple(name for name, m in MODES.items() if m.session)
-# Old names still accepted (with a warning) -> their current name.
-ALIASES = {"hybrid": "fusion"}
+ALIASES = contract.MODE_ALIASES
 
 
 def mode_name(value: str, *, session: bool) -> str:
     """Validated mode name ("" = genir); the message lists the allowed modes."""
-    name = (value or "genir").strip().lower()
+    name = (value or contract.DEFAULT_MODE).strip().lower()
     if name in ALIASES:
         log.warning("mode %r is now called %r (score fusion of rendering and text); the old name still works",
                     name, ALIASES[name])
         name = ALIASES[name]
-    allowed = SESSION_MODES if session else tuple(MODES)
+    allowed = contract.SESSION_MODES if session else contract.MODES
     if name not in allowed:
         extra = " (chatir replays recorded dialogs: use RunDialog)" if session and name == "chatir" else ""
         raise InvalidArgument(f"mode: unknown mode {value!r}{extra}; allowed: {', '.join(allowed)}")

@@ -10,10 +10,11 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import time
 import weakref
+from dataclasses import dataclass
 
+from genir import contract
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator.clients import ClientConfig, ServiceClients
 from orchestrator.corpus_images import MAX_SIDE, MIN_SIDE, CorpusImages
@@ -21,42 +22,45 @@ from orchestrator.datasets import DatasetError, load_corpus
 from orchestrator.engine import Engine, resolve_options
 from orchestrator.modes import mode_name
 from orchestrator.sessions import SessionStore
-from services.common import config, validation
+from services.common import config, server, validation
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.retry import RetryPolicy
-from services.common.server import Service, run, serve
+from services.common.server import Service, serve
 
 log = logging.getLogger("genir.orchestrator")
 SERVICE = "orchestrator"
-MAX_QUERY_CHARS = 4096
 STORAGE_PROBE_SECONDS = 2.0   # health is NOT_SERVING while the session store cannot be written
 
 
+@dataclass(frozen=True)
+class OrchestratorConfig(config.ClientTLSConfig, config.ServerConfig):
+    """Every orchestrator setting (flags, env GENIR_ORCHESTRATOR_*)."""
+    generator: str = config.flag("generator address host:port", "127.0.0.1:50051")
+    refiner: str = config.flag("refiner address host:port", "127.0.0.1:50052")
+    retriever: str = config.flag("retriever address host:port", "127.0.0.1:50053")
+    collection: str = config.flag("default retriever collection (SessionOptions.collection overrides)", "")
+    corpus: str | None = config.flag("corpus JSON (array of relative image paths; index = corpus id)")
+    image_root: str | None = config.flag("folder the corpus paths are relative to (target and top-1 images)")
+    db: str = config.flag("SQLite file for sessions (images beside it)", "orchestrator-sessions.sqlite")
+    session_ttl: float = config.flag("seconds a session lives after its last round", 86400.0)
+    backend_token_file: str | None = config.flag(
+        f"file holding the bearer token sent to the backends (else env {config.BACKEND_TOKEN_ENV}). The token this "
+        f"server requires: --auth-token-file / {config.INBOUND_TOKEN_ENV}")
+    generator_timeout: float = config.flag("seconds per Generate attempt", 120.0)
+    refiner_timeout: float = config.flag("seconds per refiner attempt", 120.0)
+    retriever_timeout: float = config.flag("seconds per retriever attempt", 30.0)
+    call_budget: float = config.flag("seconds for one backend call, retries and backoff included", 180.0)
+    round_timeout: float = config.flag("seconds for one whole round", 600.0)
+    retry_attempts: int = config.flag("attempts per backend call on UNAVAILABLE/RESOURCE_EXHAUSTED", 5)
+    retry_initial_backoff: float = config.flag("seconds before the first retry (doubles, jittered)", 0.2)
+    retry_max_backoff: float = config.flag("cap on one backoff pause, seconds", 3.0)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_server_flags(parser, SERVICE, 50050, 9100)
-    config.add_client_tls_flags(parser, SERVICE)
-    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
-    f("generator", default="127.0.0.1:50051", help="generator address host:port")
-    f("refiner", default="127.0.0.1:50052", help="refiner address host:port")
-    f("retriever", default="127.0.0.1:50053", help="retriever address host:port")
-    f("collection", default="", help="default retriever collection (SessionOptions.collection overrides)")
-    f("corpus", default=None, help="corpus JSON (array of relative image paths; index = corpus id)")
-    f("image-root", default=None, help="folder the corpus paths are relative to (target and top-1 images)")
-    f("db", default="orchestrator-sessions.sqlite", help="SQLite file for sessions (images beside it)")
-    f("session-ttl", default=86400.0, type=float, help="seconds a session lives after its last round")
-    f("backend-token-file", default=None, help=f"file holding the bearer token sent to the backends (else env "
-      f"{config.BACKEND_TOKEN_ENV}). The token this server requires: --auth-token-file / {config.INBOUND_TOKEN_ENV}")
-    f("generator-timeout", default=120.0, type=float, help="seconds per Generate attempt")
-    f("refiner-timeout", default=120.0, type=float, help="seconds per refiner attempt")
-    f("retriever-timeout", default=30.0, type=float, help="seconds per retriever attempt")
-    f("call-budget", default=180.0, type=float, help="seconds for one backend call, retries and backoff included")
-    f("round-timeout", default=600.0, type=float, help="seconds for one whole round")
-    f("retry-attempts", default=5, type=int, help="attempts per backend call on UNAVAILABLE/RESOURCE_EXHAUSTED")
-    f("retry-initial-backoff", default=0.2, type=float, help="seconds before the first retry (doubles, jittered)")
-    f("retry-max-backoff", default=3.0, type=float, help="cap on one backoff pause, seconds")
+    config.register(parser, OrchestratorConfig, SERVICE, port=50050, metrics_port=9100)
 
 
-def clients_from_args(args) -> ServiceClients:
+def clients_from_config(args: OrchestratorConfig) -> ServiceClients:
     retry = RetryPolicy(attempts=max(1, args.retry_attempts), initial_backoff=args.retry_initial_backoff,
                         max_backoff=args.retry_max_backoff)
     common = dict(budget=args.call_budget, ca=args.client_tls_ca, cert=args.client_tls_cert,
@@ -82,6 +86,23 @@ def parse_get_corpus_image(request, default_collection: str, corpus) -> tuple[st
     if cid >= len(corpus):
         raise NotFound(f"id: {request.id!r} is not in the corpus (ids 0..{len(corpus) - 1})")
     return corpus.path_of(cid), max_side
+
+
+def parse_create_session(request, default_collection: str) -> tuple[str, str, orchestrator_pb2.SessionOptions]:
+    """(query, mode, resolved options) of a CreateSessionRequest; the seed stays unset when not given."""
+    query = validation.text(request.query, "query", max_chars=contract.MAX_QUERY_CHARS)
+    mode = mode_name(request.mode, session=True)
+    return query, mode, resolve_options(request.options, default_collection)
+
+
+def parse_next_round(request) -> tuple[str, str]:
+    """(which input, its text) of a NextRoundRequest: "query" (a full new description) or "feedback"."""
+    which = request.WhichOneof("input")
+    if which is None:
+        raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
+    text = validation.text(getattr(request, which), which, max_chars=contract.MAX_QUERY_CHARS)
+    validation.image_delivery(request.image_delivery)
+    return which, text
 
 
 def _deadline(context) -> float | None:
@@ -120,11 +141,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     # ------------------------------------------------------------------ sessions
     async def CreateSession(self, request, context):
-        query = validation.text(request.query, "query", max_chars=MAX_QUERY_CHARS)
-        mode = mode_name(request.mode, session=True)
-        options = resolve_options(request.options, self.engine.collection)
+        query, mode, options = parse_create_session(request, self.engine.collection)
         if not options.HasField("seed"):
-            options.seed = int.from_bytes(os.urandom(8), "big") & ((1 << 63) - 1)
+            options.seed = contract.random_seed()
         rec = self.store.new(mode, options)    # stored only together with its first round
         m, st = self.engine.session_state(mode, options, rec.id, [])
         rnd = await self.engine.human_round(m, st, query=query, deadline=_deadline(context))
@@ -133,11 +152,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return self._session(rec, [self._out(rnd, stored, request.options.image_delivery, options.image_delivery)])
 
     async def NextRound(self, request, context):
-        which = request.WhichOneof("input")
-        if which is None:
-            raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
-        text = validation.text(getattr(request, which), which, max_chars=MAX_QUERY_CHARS)
-        validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
+        which, text = parse_next_round(request)
         rec = await self.store.off_loop(self.store.get, request.session_id)
         async with self._lock(rec.id):
             rounds = await self.store.off_loop(self.store.rounds, rec.id, inline=False)
@@ -154,7 +169,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return rnd if self._inline(delivery, session_choice) else stored
 
     async def GetSession(self, request, context):
-        validation.choice(request.image_delivery, "image_delivery", set(common_pb2.ImageDelivery.values()))
+        validation.image_delivery(request.image_delivery)
         rec = await self.store.off_loop(self.store.get, request.session_id)
         inline = self._inline(request.image_delivery, rec.options.image_delivery)
         rounds = await self.store.off_loop(self.store.rounds, rec.id, inline=inline, inline_budget=self.inline_budget)
@@ -195,19 +210,17 @@ async def _purge_loop(store: SessionStore, every: float) -> None:
             log.exception("session purge failed")
 
 
-async def amain(args) -> int:
-    corpus = None
-    if args.corpus:
-        try:
-            corpus = load_corpus(args.corpus)
-        except DatasetError as e:
-            log.error("%s", e)
-            return 2
-    store = SessionStore(args.db, ttl=args.session_ttl)
-    engine = Engine(clients_from_args(args), corpus=corpus, image_root=args.image_root,
-                    collection=args.collection, round_timeout=args.round_timeout, images=store)
-    servicer = OrchestratorServicer(engine, store, args.max_message_mb)
-    purger = asyncio.ensure_future(_purge_loop(store, min(60.0, max(1.0, args.session_ttl / 4))))
+async def start(cfg: OrchestratorConfig) -> int:
+    try:
+        corpus = load_corpus(cfg.corpus) if cfg.corpus else None
+    except DatasetError as e:
+        log.error("%s", e)
+        return 2
+    store = SessionStore(cfg.db, ttl=cfg.session_ttl)
+    engine = Engine(clients_from_config(cfg), corpus=corpus, image_root=cfg.image_root,
+                    collection=cfg.collection, round_timeout=cfg.round_timeout, images=store)
+    servicer = OrchestratorServicer(engine, store, cfg.max_message_mb)
+    purger = asyncio.ensure_future(_purge_loop(store, min(60.0, max(1.0, cfg.session_ttl / 4))))
 
     async def close():
         purger.cancel()
@@ -215,17 +228,15 @@ async def amain(args) -> int:
         await asyncio.to_thread(store.close)
 
     if corpus is not None:
-        log.info("corpus: %d images from %s (image root %s)", len(corpus), args.corpus, args.image_root)
+        log.info("corpus: %d images from %s (image root %s)", len(corpus), cfg.corpus, cfg.image_root)
+
     async def storage_writable() -> bool:
         return await store.off_loop(store.writable)
 
-    return await serve(args, [Service("genir.v1.Orchestrator", orchestrator_pb2_grpc.add_OrchestratorServicer_to_server,
-                                      servicer)], load=lambda: store.off_loop(store.purge), close=close,
+    return await serve(cfg, [Service("genir.v1.Orchestrator", orchestrator_pb2_grpc.add_OrchestratorServicer_to_server,
+                                     servicer)], load=lambda: store.off_loop(store.purge), close=close,
                        readiness=storage_writable, readiness_every=STORAGE_PROBE_SECONDS)
 
 
 def main(args) -> int:
-    config.setup_logging(args.log_level)
-    config.log_config(SERVICE, args)
-    return run(amain(args))
-
+    return server.main(OrchestratorConfig.from_args(args), SERVICE, start)

@@ -26,13 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from genir.contract import MAX_SESSION_ROUNDS
 from genir.v1 import common_pb2, orchestrator_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.paths import echo
 
 log = logging.getLogger("genir.orchestrator.sessions")
 
-MAX_SESSION_ROUNDS = 50   # per session: keeps GetSession and the stored history bounded
 PROBE_BYTES = 64 << 10    # the least free space the storage probe asks for (SessionStore.writable)
 
 _REF = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|img)$")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from genir import contract
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2
 from services.common import presets
 from services.common.errors import InvalidArgument
 from services.refiner.prompts import PROMPT_SETS
-
-FALLBACK_PROMPT_CHARS = 4096  # generators that do not report max_prompt_chars
 
 
 def resolve_preset(opts: orchestrator_pb2.SessionOptions) -> None:
@@ -127,7 +126,7 @@ def effective_settings(opts: orchestrator_pb2.SessionOptions, mode: str,
 
 def fit_chars(text: str, limit: int) -> str:
     """`text` cut to at most `limit` characters at a word boundary (whole when it fits)."""
-    limit = limit or FALLBACK_PROMPT_CHARS
+    limit = limit or contract.MAX_PROMPT_CHARS  # generators that do not report max_prompt_chars
     if len(text) <= limit:
         return text
     head = text[:limit]

@@ -72,7 +72,7 @@ FEEDBACK = "the dog should be darker and the sky more orange"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: config.add_flag(parser, *a, service="demo", **k)  # noqa: E731
+    f = config.flags(parser, "demo")
     f("models", default=".cache/tiny-models", help="tiny models folder (built when missing)")
     f("workdir", default=".cache/demo", help="corpus, logs, report")
     f("rounds", default=3, type=int, help="rounds per simulated dialog (0..rounds)")

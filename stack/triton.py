@@ -44,6 +44,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from genir import contract
 from services.common import config
 from services.refiner.triton_repository import DEFAULT_REPOSITORY, TritonStartError, write_repository
 from stack.process import ChildProcess
@@ -137,12 +138,13 @@ class TritonProcess(ChildProcess):
     def command(self) -> tuple[list[str], dict[str, str]]:
         """Prepare the work dir; return the tritonserver command line and its environment."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        params = dict(self.parameters)
+        # The contract's sampling rules always, then what the caller set (which wins).
+        params = {**contract.triton_parameters(), **self.parameters}
         if self.model is not None:
             if not (self.model / "config.json").is_file():
                 raise TritonStartError(f"--model {self.model}: not a Hugging Face model folder (no config.json)")
             params["model_path"] = str(self.model)
-        repo = write_repository(self.source, self.workdir, self.model_name, params) if params else self.source.resolve()
+        repo = write_repository(self.source, self.workdir, self.model_name, params)
         env = dict(self.base_env if self.base_env is not None else os.environ)
         venv_bin = Path(sys.executable).parent  # not resolved: the venv's bin, not the base interpreter's
         env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
@@ -222,7 +224,7 @@ class TritonProcess(ChildProcess):
 
 # ---------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: config.add_flag(parser, *a, service="triton", **k)  # noqa: E731
+    f = config.flags(parser, "triton")
     f("model-repository", default=str(DEFAULT_REPOSITORY), help="Triton model repository")
     f("model", default=None, help="Hugging Face folder of the checkpoint; sets the model's model_path "
                                   "parameter (default: the value in config.pbtxt)")

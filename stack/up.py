@@ -506,7 +506,7 @@ def _raise_stopped(signum, _frame):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: config.add_flag(parser, *a, service="up", **k)  # noqa: E731
+    f = config.flags(parser, "up")
     f("models", default=".cache/tiny-models", help="folder with sd3/ gemma3/ and the retriever's folder "
       "(genir tiny-models build DIR, or real weights: README 'Real models')")
     f("workdir", default=".cache/up", help="logs, Qdrant store, sessions database, the corpus list of a folder")

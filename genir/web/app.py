@@ -26,6 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from genir import contract
 from genir.client import Client, describe_error
 from services.common import config
 
@@ -33,7 +34,6 @@ log = logging.getLogger("genir.web")
 SERVICE = "web"
 STATIC = Path(__file__).resolve().parent / "static"
 THUMB_SIDE = 256
-MAX_TEXT = 4096
 # gRPC status -> HTTP status the page shows; the message is the orchestrator's own.
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
@@ -44,7 +44,7 @@ HTTP_STATUS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
+    f = config.flags(parser, SERVICE)
     f("host", default="127.0.0.1", help="address to bind (the page has no login of its own: keep it local "
       "or put it behind your own authentication)")
     f("port", default=8080, type=int, help="HTTP port")
@@ -102,8 +102,8 @@ def _text(body: dict, name: str) -> str | None:
     value = body.get(name)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise BadRequest(f"{name}: a string of at most {MAX_TEXT} characters")
+    if not isinstance(value, str) or len(value) > contract.MAX_QUERY_CHARS:
+        raise BadRequest(f"{name}: a string of at most {contract.MAX_QUERY_CHARS} characters")
     return value
 
 

@@ -36,25 +36,23 @@ def per_sample_conv(self, x):
     return torch.cat([self._conv_forward(x[i:i + 1], self.weight, self.bias) for i in range(x.shape[0])])
 
 
-def pad_linears(module) -> int:
-    """Patch every nn.Linear under `module`; returns how many."""
+def _patch_all(module, layer: str, forward) -> int:
+    """Give every torch.nn.<layer> under `module` the forward `forward`; returns how many."""
     import torch
 
     n = 0
     for m in module.modules():
-        if isinstance(m, torch.nn.Linear):
-            m.forward = types.MethodType(padded_linear, m)
+        if isinstance(m, getattr(torch.nn, layer)):
+            m.forward = types.MethodType(forward, m)
             n += 1
     return n
+
+
+def pad_linears(module) -> int:
+    """Patch every nn.Linear under `module`; returns how many."""
+    return _patch_all(module, "Linear", padded_linear)
 
 
 def per_sample_convs(module) -> int:
     """Patch every nn.Conv2d under `module`; returns how many."""
-    import torch
-
-    n = 0
-    for m in module.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.forward = types.MethodType(per_sample_conv, m)
-            n += 1
-    return n
+    return _patch_all(module, "Conv2d", per_sample_conv)

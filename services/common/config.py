@@ -1,13 +1,26 @@
-"""Flags with GENIR_<SERVICE>_<NAME> environment fallbacks, and the flags every server shares."""
+"""Configuration in one typed place: each service declares a frozen dataclass whose fields are also
+its flags (`flag(...)`), each flag defaulting to $GENIR_<SERVICE>_<NAME>. `register` adds the fields
+to a parser; `Config.from_args(namespace)` builds the typed config the backends receive.
+
+    @dataclass(frozen=True)
+    class GeneratorConfig(ServerConfig):
+        model: str | None = flag("model folder")
+        max_batch_size: int = flag("most images in one pipeline call", 8)
+
+The flags every server shares are `ServerConfig`; outgoing TLS is `ClientTLSConfig`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import logging
 import os
+import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 log = logging.getLogger("genir")
 
@@ -37,37 +50,95 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, *, service: str, defaul
     parser.add_argument(f"--{flag}", type=type, default=value, choices=choices, help=f"{help} [env {env}]")
 
 
-def add_server_flags(parser: argparse.ArgumentParser, service: str, port: int, metrics_port: int) -> None:
-    """The flags every genir server takes (docs/conventions.md)."""
-    f = lambda *a, **k: add_flag(parser, *a, service=service, **k)  # noqa: E731
-    f("host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)")
-    f("port", default=port, type=int, help="gRPC port")
-    f("metrics-port", default=metrics_port, type=int, help="Prometheus /metrics port (-1 disables)")
-    f("metrics-host", default=None, help="metrics bind address (default: --host)")
-    f("max-message-mb", default=64, type=int, help="largest gRPC message, MiB: responses, and requests that carry "
-      "images (other RPCs have smaller limits, services/common/limits.py)")
-    f("max-inflight", default=64, type=int, help="calls in flight before RESOURCE_EXHAUSTED (0 = no limit)")
-    f("drain-seconds", default=30.0, type=float, help="SIGTERM grace period for in-flight calls")
-    f("max-connection-age", default=300.0, type=float,
-      help="seconds before a client connection is sent GOAWAY, so clients re-resolve and reach new replicas (0 = never)")
-    f("max-connection-age-grace", default=14400.0, type=float,
-      help="seconds a connection past its age may finish in-flight calls; longer than the slowest call "
-      "(default: a 20-round RunDialog at the 10-minute round timeout)")
-    f("health-port", default=-1, type=int,
-      help="plaintext port serving only grpc.health.v1, for kubelet probes when --tls-cert is on (-1 = none)")
-    f("max-image-pixels", default=40_000_000, type=int, help="decoded image size cap (decompression bombs)")
-    f("max-request-pixels", default=64_000_000, type=int,
-      help="pixels of all images of one request together (read from headers before any decoding)")
-    f("tls-cert", default=None, help="PEM server certificate (enables TLS)")
-    f("tls-key", default=None, help="PEM server private key")
-    f("tls-client-ca", default=None, help="PEM CA bundle; when set, clients must present a certificate (mTLS)")
-    f("auth-token-file", default=None, help=f"file holding the bearer token every call must carry "
-      f"(else env {INBOUND_TOKEN_ENV}; neither = no token check). Never on the command line")
-    f("log-level", default="INFO", help="logging level")
+def flags(parser: argparse.ArgumentParser, service: str) -> Callable[..., None]:
+    """`add_flag` bound to one parser and one service: add("port", default=1, type=int, help=...)."""
+    return functools.partial(add_flag, parser, service=service)
+
+
+def flag(help: str, default: Any = None, *, choices=None) -> Any:
+    """A config field that is also a --flag; its type (int, float, str, bool = on/off) is the annotation's."""
+    return dataclasses.field(metadata={"help": help, "default": default, "choices": choices})
+
+
+def _flag_type(annotation) -> type:
+    """int for `int`, `int | None`, ...; str for anything else that is not int/float/bool."""
+    kinds = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return kinds[0] if kinds[0] in (int, float, bool) else str
+
+
+def register(parser: argparse.ArgumentParser, cls: type, service: str, **defaults) -> None:
+    """Add every field of config class `cls` as a flag; `defaults` replaces some fields' defaults."""
+    add, hints = flags(parser, service), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = _flag_type(hints[f.name])
+        default = defaults.get(f.name, f.metadata["default"])
+        name = f.name.replace("_", "-")
+        if kind is bool:
+            add(name, default=default, bool_flag=True, help=f.metadata["help"])
+        else:
+            add(name, default=default, type=kind, choices=f.metadata["choices"], help=f.metadata["help"])
+
+
+C = TypeVar("C")
+
+
+class FromArgs:
+    """`from_args`: the typed config from parsed flags (a Namespace, or anything with the attributes)."""
+
+    @classmethod
+    def from_args(cls: type[C], ns) -> C:
+        return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
 
 
 INBOUND_TOKEN_ENV = "GENIR_AUTH_TOKEN"
 BACKEND_TOKEN_ENV = "GENIR_BACKEND_TOKEN"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig(FromArgs):
+    """The flags every genir server takes (docs/conventions.md); port defaults are per service."""
+    host: str = flag("address to bind (0.0.0.0 in containers)", "127.0.0.1")
+    port: int = flag("gRPC port")
+    metrics_port: int = flag("Prometheus /metrics port (-1 disables)")
+    metrics_host: str | None = flag("metrics bind address (default: --host)")
+    max_message_mb: int = flag("largest gRPC message, MiB: responses, and requests that carry images "
+                               "(other RPCs have smaller limits, services/common/limits.py)", 64)
+    max_inflight: int = flag("calls in flight before RESOURCE_EXHAUSTED (0 = no limit)", 64)
+    drain_seconds: float = flag("SIGTERM grace period for in-flight calls", 30.0)
+    max_connection_age: float = flag(
+        "seconds before a client connection is sent GOAWAY, so clients re-resolve and reach new replicas (0 = never)",
+        300.0)
+    max_connection_age_grace: float = flag(
+        "seconds a connection past its age may finish in-flight calls; longer than the slowest call "
+        "(default: a 20-round RunDialog at the 10-minute round timeout)", 14400.0)
+    health_port: int = flag(
+        "plaintext port serving only grpc.health.v1, for kubelet probes when --tls-cert is on (-1 = none)", -1)
+    max_image_pixels: int = flag("decoded image size cap (decompression bombs)", 40_000_000)
+    max_request_pixels: int = flag(
+        "pixels of all images of one request together (read from headers before any decoding)", 64_000_000)
+    tls_cert: str | None = flag("PEM server certificate (enables TLS)")
+    tls_key: str | None = flag("PEM server private key")
+    tls_client_ca: str | None = flag("PEM CA bundle; when set, clients must present a certificate (mTLS)")
+    auth_token_file: str | None = flag(
+        f"file holding the bearer token every call must carry (else env {INBOUND_TOKEN_ENV}; neither = no token "
+        "check). Never on the command line")
+    log_level: str = flag("logging level", "INFO")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientTLSConfig(FromArgs):
+    """TLS for a service's outgoing calls (orchestrator -> backends, refiner -> Triton, web -> orchestrator)."""
+    client_tls_ca: str | None = flag("PEM CA to verify backends (enables TLS to backends)")
+    client_tls_cert: str | None = flag("PEM client certificate for mTLS to backends")
+    client_tls_key: str | None = flag("PEM client key for mTLS to backends")
+
+
+def add_server_flags(parser: argparse.ArgumentParser, service: str, port: int, metrics_port: int) -> None:
+    register(parser, ServerConfig, service, port=port, metrics_port=metrics_port)
+
+
+def add_client_tls_flags(parser: argparse.ArgumentParser, service: str) -> None:
+    register(parser, ClientTLSConfig, service)
 
 
 def read_secret(path: str | None, env: str) -> str | None:
@@ -93,14 +164,6 @@ def read_secret(path: str | None, env: str) -> str | None:
 
 def inbound_token(args) -> str | None:
     return read_secret(getattr(args, "auth_token_file", None), INBOUND_TOKEN_ENV)
-
-
-def add_client_tls_flags(parser: argparse.ArgumentParser, service: str) -> None:
-    """TLS for a service's outgoing calls (orchestrator -> backends, refiner -> Triton)."""
-    f = lambda *a, **k: add_flag(parser, *a, service=service, **k)  # noqa: E731
-    f("client-tls-ca", default=None, help="PEM CA to verify backends (enables TLS to backends)")
-    f("client-tls-cert", default=None, help="PEM client certificate for mTLS to backends")
-    f("client-tls-key", default=None, help="PEM client key for mTLS to backends")
 
 
 def setup_logging(level: str = "INFO") -> None:

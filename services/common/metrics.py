@@ -62,6 +62,18 @@ class _ClientMetrics:
         service, name = split_method(method)
         return kind, service, name
 
+    async def _start(self, continuation, details, request, kind: str):
+        """Count the call as started and make it: (labels, start time, call)."""
+        labels = self._labels(details, kind)
+        CLIENT_STARTED.labels(*labels).inc()
+        start = time.perf_counter()
+        return labels, start, await continuation(details, request)
+
+    async def _streaming(self, continuation, details, request, kind: str):
+        labels, start, call = await self._start(continuation, details, request, kind)
+        self._record_when_done(call, labels, start)
+        return call
+
     def _record_when_done(self, call, labels, start: float) -> None:
         # aio's Call.code() is a coroutine: read it in a task once the call has finished.
         async def read_code():
@@ -81,10 +93,7 @@ class _ClientMetrics:
 
 class UnaryUnaryClientMetrics(_ClientMetrics, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):
-        labels = self._labels(details, "unary")
-        CLIENT_STARTED.labels(*labels).inc()
-        start = time.perf_counter()
-        call = await continuation(details, request)
+        labels, start, call = await self._start(continuation, details, request, "unary")
         try:
             await call
             code = await call.code()
@@ -100,24 +109,12 @@ class UnaryUnaryClientMetrics(_ClientMetrics, grpc.aio.UnaryUnaryClientIntercept
 
 class UnaryStreamClientMetrics(_ClientMetrics, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):
-        labels = self._labels(details, "server_stream")
-        CLIENT_STARTED.labels(*labels).inc()
-        start = time.perf_counter()
-        call = await continuation(details, request)
-
-        self._record_when_done(call, labels, start)
-        return call
+        return await self._streaming(continuation, details, request, "server_stream")
 
 
 class StreamUnaryClientMetrics(_ClientMetrics, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, details, request_iterator):
-        labels = self._labels(details, "client_stream")
-        CLIENT_STARTED.labels(*labels).inc()
-        start = time.perf_counter()
-        call = await continuation(details, request_iterator)
-
-        self._record_when_done(call, labels, start)
-        return call
+        return await self._streaming(continuation, details, request_iterator, "client_stream")
 
 
 def client_interceptors() -> list:

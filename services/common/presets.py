@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from genir import contract
+
 PRESETS = ("paper", "service")
 DEFAULT_PRESET = "paper"
 
@@ -55,9 +57,9 @@ def max_sequence_length(pipeline_class: str, requested: int = 0) -> int:
 
 
 # ---------------------------------------------------------------- the refiner
-# Sampling of every script call (temperature, top-p, repetition penalty) plus Gemma-3's released
-# generation_config top_k = 64, which the scripts inherit through transformers' generate().
-TEMPERATURE, TOP_P, TOP_K, REPETITION_PENALTY = 0.7, 0.9, 64, 1.1
+# Sampling of every script call: the contract's defaults (genir/contract.py says where each comes from).
+TEMPERATURE, TOP_P, TOP_K, REPETITION_PENALTY = (contract.DEFAULT_SAMPLING[k] for k in
+                                                 ("temperature", "top_p", "top_k", "repetition_penalty"))
 
 # max_new_tokens per (mode, stage), as the scripts pass them; each paper prompt states its cap.
 # GenIR (genIR_CaptionImageRefinement.py): caption/refine 500, compare 400.

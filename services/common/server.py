@@ -1,5 +1,6 @@
-"""Start-up and shutdown of a genir gRPC server.
+"""Start-up and shutdown of a genir gRPC server, and the entry point every service shares.
 
+    main(GeneratorConfig.from_args(ns), "generator", start, check)   # logging, checks, config, serve
     serve(args, [Service("genir.v1.Generator", add_GeneratorServicer_to_server, servicer)],
           load=backend.load, close=backend.close)
 
@@ -20,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import config, limits, tls
+from services.common import channels, config, tls
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import serve_metrics
 
@@ -35,15 +36,6 @@ class Service:
     name: str                       # full proto name, e.g. "genir.v1.Generator"
     add_to_server: Callable         # generated add_<X>Servicer_to_server
     servicer: Any
-
-
-def grpc_options(max_message_mb: int, services: Sequence[str] = ()) -> list[tuple[str, Any]]:
-    """Message limits: responses up to --max-message-mb; requests up to what the largest RPC of
-    `services` needs (services.common.limits), so gRPC core refuses a bigger one before buffering it."""
-    size = max_message_mb * 1024 * 1024
-    request = limits.service_ceiling(list(services), size) if services else size
-    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", request),
-            ("grpc.so_reuseport", 0)]  # a port already taken must fail start-up, not be shared
 
 
 def connection_age_options(age_s: float, grace_s: float) -> list[tuple[str, int]]:
@@ -92,7 +84,7 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
     interceptor = ServerInterceptor(max_inflight=args.max_inflight, token=token,
                                     max_message_bytes=args.max_message_mb * 1024 * 1024)
     names = [svc.name for svc in services]
-    options = grpc_options(args.max_message_mb, names) + connection_age_options(
+    options = channels.server_options(args.max_message_mb, names) + connection_age_options(
         args.max_connection_age, args.max_connection_age_grace)
     server = grpc.aio.server(interceptors=[interceptor], options=options)
     health_servicer = health.aio.HealthServicer()
@@ -165,7 +157,7 @@ async def _health_server(args, health_servicer):
     port = getattr(args, "health_port", -1)
     if port is None or port < 0:
         return None
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=channels.NO_PORT_SHARING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
         server.add_insecure_port(f"{args.host}:{port}")
@@ -176,6 +168,14 @@ async def _health_server(args, health_servicer):
     return server
 
 
-def run(main_coro) -> int:
-    """asyncio.run wrapper for service entry points."""
-    return asyncio.run(main_coro)
+def main(cfg, service: str, start: Callable[[Any], Awaitable[int]],
+         check: Callable[[Any], str | None] | None = None) -> int:
+    """Every service's entry point: logging, the config's own checks (a message = exit 2), the
+    effective config logged once, then `start(cfg)`, which builds the servicer and awaits `serve`."""
+    config.setup_logging(cfg.log_level)
+    problem = check(cfg) if check else None
+    if problem:
+        log.error("%s", problem)
+        return 2
+    config.log_config(service, cfg)
+    return asyncio.run(start(cfg))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+from genir import contract
+from genir.v1 import common_pb2
 from services.common.errors import InvalidArgument
 from services.common.paths import echo
 
-MAX_TEXT_CHARS = 8192
+MAX_TEXT_CHARS = contract.MAX_TEXT_CHARS
 
 
 def text(value: str, field: str, *, max_chars: int = MAX_TEXT_CHARS, required: bool = True) -> str:
@@ -37,17 +39,26 @@ def float_range(value: float, field: str, lo: float, hi: float, *, lo_open: bool
     return float(value)
 
 
+def in_range(value, field: str, allowed: contract.Range):
+    """`value` checked against one of the contract's ranges (float ranges also refuse NaN/inf)."""
+    if isinstance(allowed.lo, float):
+        return float_range(value, field, allowed.lo, allowed.hi, lo_open=allowed.lo_open)
+    return int_range(value, field, allowed.lo, allowed.hi)
+
+
 def choice(value: str, field: str, allowed) -> str:
     if value not in allowed:
         raise InvalidArgument(f"{field}: unknown value {echo(value)}; allowed: {', '.join(map(str, sorted(allowed)))}")
     return value
 
 
+def image_delivery(value: int, field: str = "image_delivery") -> int:
+    return choice(value, field, set(common_pb2.ImageDelivery.values()))
+
+
 def corpus_id(value: str, field: str) -> int:
     """Corpus ids are decimal integers (the index in the corpus list)."""
-    s = (value or "").strip()
-    # ASCII digits only: str.isdigit() also accepts '²' and Arabic-Indic digits, which int() rejects
-    # or reads as another number.
-    if not (s.isascii() and s.isdigit()) or len(s) > 16:
+    cid = contract.parse_corpus_id(value)
+    if cid is None:
         raise InvalidArgument(f"{field}: {echo(value)} is not a corpus id (a non-negative decimal integer)")
-    return int(s)
+    return cid

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 
+from genir import contract
 from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc
-from services.common import config, images, validation
+from services.common import config, images, server, validation
 from services.common.batching import MicroBatcher, submit_for_call
 from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
@@ -26,43 +26,46 @@ from services.generator.pipeline import DTYPES, OFFLOAD_MODES, Item, Pipeline, r
 log = logging.getLogger("genir.generator")
 
 SERVICE = "generator"
-MAX_PROMPT_CHARS = 4096
-MAX_SEED = 2**63 - 1
 FORMATS = {generator_pb2.OUTPUT_FORMAT_UNSPECIFIED: "PNG", generator_pb2.OUTPUT_FORMAT_PNG: "PNG",
            generator_pb2.OUTPUT_FORMAT_JPEG: "JPEG"}
 
 
+@dataclass(frozen=True)
+class GeneratorConfig(config.ServerConfig):
+    """Every generator setting (flags, env GENIR_GENERATOR_*); backends get this object."""
+    model: str | None = config.flag("model folder (a diffusers pipeline for the default backend); required")
+    backend: str = config.flag(
+        "generator backend: diffusers, an entry point of group genir.generator_backends, or module:Class "
+        "(services/generator/backends.py, docs/generators.md)", "diffusers")
+    model_id: str | None = config.flag("model id reported to clients (default: the folder name)")
+    device: str = config.flag("auto (cuda when present, else cpu), cpu, cuda, cuda:N", "auto")
+    dtype: str = config.flag("weights dtype; auto = bfloat16 on CUDA, float32 on CPU", "auto", choices=DTYPES)
+    max_batch_size: int = config.flag("most images in one pipeline call", 8)
+    max_batch_delay_ms: float = config.flag("longest wait for a batch to fill, ms", 10.0)
+    max_queue: int = config.flag("requests waiting before RESOURCE_EXHAUSTED", 64)
+    max_width: int = config.flag("largest width accepted, pixels", 1536)
+    max_height: int = config.flag("largest height accepted, pixels", 1536)
+    max_steps: int = config.flag("largest num_inference_steps accepted", 100)
+    max_guidance: float = config.flag("largest guidance_scale accepted", 20.0)
+    max_images: int = config.flag("largest num_images per request", 4)
+    max_sequence_length: int = config.flag(
+        "prompt tokens read by a long-text encoder (T5), capped by its tokenizer; 0 = the family's "
+        "(FLUX 512 as the paper's scripts, else 256)", 0)
+    compile: bool = config.flag(
+        "torch.compile the denoiser (compiles at start-up; new shapes recompile on first use)", False)
+    drop_t5: bool = config.flag("load SD3.5 without its T5 encoder (text_encoder_3=None)", False)
+    attention_slicing: bool = config.flag("sliced attention: less memory, slower", False)
+    vae_tiling: bool = config.flag("tiled VAE decode for large sizes: less memory", False)
+    offload: str = config.flag(
+        "keep pipeline parts in CPU memory and move each to the GPU only while it runs: 'model' (whole "
+        "components; fits SD3.5-Large with T5 on a 24 GB card, a little slower) or 'sequential' (layer by "
+        "layer; least memory, much slower). GPU only", "none", choices=OFFLOAD_MODES)
+    batch_invariant: bool = config.flag(
+        "make each image independent of the batch it ran in (bit-identical alone or batched)", True)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_server_flags(parser, SERVICE, 50051, 9101)
-    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
-    f("model", default=None, help="model folder (a diffusers pipeline for the default backend); required")
-    f("backend", default="diffusers", help="generator backend: diffusers, an entry point of group "
-      "genir.generator_backends, or module:Class (services/generator/backends.py, docs/generators.md)")
-    f("model-id", default=None, help="model id reported to clients (default: the folder name)")
-    f("device", default="auto", help="auto (cuda when present, else cpu), cpu, cuda, cuda:N")
-    f("dtype", default="auto", choices=DTYPES, help="weights dtype; auto = bfloat16 on CUDA, float32 on CPU")
-    f("max-batch-size", default=8, type=int, help="most images in one pipeline call")
-    f("max-batch-delay-ms", default=10.0, type=float, help="longest wait for a batch to fill, ms")
-    f("max-queue", default=64, type=int, help="requests waiting before RESOURCE_EXHAUSTED")
-    f("max-width", default=1536, type=int, help="largest width accepted, pixels")
-    f("max-height", default=1536, type=int, help="largest height accepted, pixels")
-    f("max-steps", default=100, type=int, help="largest num_inference_steps accepted")
-    f("max-guidance", default=20.0, type=float, help="largest guidance_scale accepted")
-    f("max-images", default=4, type=int, help="largest num_images per request")
-    f("max-sequence-length", default=0, type=int,
-      help="prompt tokens read by a long-text encoder (T5), capped by its tokenizer; 0 = the family's "
-           "(FLUX 512 as the paper's scripts, else 256)")
-    f("compile", default=False, bool_flag=True,
-      help="torch.compile the denoiser (compiles at start-up; new shapes recompile on first use)")
-    f("drop-t5", default=False, bool_flag=True, help="load SD3.5 without its T5 encoder (text_encoder_3=None)")
-    f("attention-slicing", default=False, bool_flag=True, help="sliced attention: less memory, slower")
-    f("vae-tiling", default=False, bool_flag=True, help="tiled VAE decode for large sizes: less memory")
-    f("offload", default="none", choices=OFFLOAD_MODES,
-      help="keep pipeline parts in CPU memory and move each to the GPU only while it runs: 'model' (whole "
-           "components; fits SD3.5-Large with T5 on a 24 GB card, a little slower) or 'sequential' (layer by "
-           "layer; least memory, much slower). GPU only")
-    f("batch-invariant", default=True, bool_flag=True,
-      help="make each image independent of the batch it ran in (bit-identical alone or batched)")
+    config.register(parser, GeneratorConfig, SERVICE, port=50051, metrics_port=9101)
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ def _size(value: int, field: str, default: int, multiple: int, top: int) -> int:
 
 def _prompt(value: str, field: str, caps: Caps, count_tokens, required: bool, truncate: bool) -> tuple[str, bool]:
     """(text, whether it was cut): over-long text is refused, or cut when the caller asked for it."""
-    text = validation.text(value, field, max_chars=MAX_PROMPT_CHARS, required=required)
+    text = validation.text(value, field, max_chars=contract.MAX_PROMPT_CHARS, required=required)
     if not text:
         return text, False
     n = count_tokens(text)
@@ -155,9 +158,9 @@ def parse_request(req, caps: Caps, count_tokens) -> Parsed:
     negative, cut_negative = _prompt(req.negative_prompt, "negative_prompt", caps, count_tokens, required=False,
                                      truncate=req.truncate_prompt)
     if req.HasField("seed"):
-        seed = validation.int_range(req.seed, "seed", 0, MAX_SEED)
+        seed = validation.int_range(req.seed, "seed", 0, contract.MAX_SEED)
     else:
-        seed = secrets.randbits(63)
+        seed = contract.random_seed()
     steps = req.num_inference_steps or caps.default_steps
     validation.int_range(steps, "num_inference_steps", 1, caps.max_steps)
     guidance = (validation.float_range(req.guidance_scale, "guidance_scale", 0.0, caps.max_guidance)
@@ -170,21 +173,21 @@ def parse_request(req, caps: Caps, count_tokens) -> Parsed:
                               f"OUTPUT_FORMAT_JPEG (2), or unset for PNG")
     quality = validation.int_range(req.jpeg_quality or 90, "jpeg_quality", 1, 100)
     # Image i uses seed + i, wrapping inside the int64 range so every seed stays valid.
-    items = [Item(prompt=prompt, seed=(seed + i) % (MAX_SEED + 1), width=width, height=height, steps=steps,
+    items = [Item(prompt=prompt, seed=(seed + i) % (contract.MAX_SEED + 1), width=width, height=height, steps=steps,
                   guidance=guidance, negative_prompt=negative) for i in range(count)]
     return Parsed(items=items, fmt=FORMATS[req.output_format], quality=quality, truncated=cut or cut_negative)
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
-    def __init__(self, backend: Pipeline, batcher: MicroBatcher, args):
+    def __init__(self, backend: Pipeline, batcher: MicroBatcher, cfg: GeneratorConfig):
         self.backend = backend
         self.batcher = batcher
-        self.args = args
+        self.cfg = cfg
         self.caps: Caps | None = None
 
     def ready(self) -> None:
         """Called once the model has loaded: fix the effective limits."""
-        self.caps = Caps.build(self.backend.limits, self.args)
+        self.caps = Caps.build(self.backend.limits, self.cfg)
 
     async def Generate(self, request, context):
         parsed = parse_request(request, self.caps, self.backend.count_tokens)
@@ -213,32 +216,31 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             max_width=c.max_width, max_height=c.max_height, default_steps=c.default_steps, max_steps=c.max_steps,
             default_guidance=c.default_guidance, max_guidance=c.max_guidance, max_images=c.max_images,
             max_prompt_tokens=c.max_prompt_tokens, max_batch_size=self.batcher.max_batch_size,
-            max_queue=self.batcher.max_queue, max_prompt_chars=MAX_PROMPT_CHARS, backend=d.get("backend", ""))
+            max_queue=self.batcher.max_queue, max_prompt_chars=contract.MAX_PROMPT_CHARS, backend=d.get("backend", ""))
 
 
-def build(args) -> tuple[Pipeline, MicroBatcher, GeneratorServicer]:
-    backend = build_backend(args)
-    batcher = MicroBatcher(backend.generate_batch, METRICS, max_batch_size=args.max_batch_size,
-                           max_delay_s=args.max_batch_delay_ms / 1000.0, max_queue=args.max_queue, name=SERVICE)
-    return backend, batcher, GeneratorServicer(backend, batcher, args)
+def build(cfg: GeneratorConfig) -> tuple[Pipeline, MicroBatcher, GeneratorServicer]:
+    backend = build_backend(cfg)
+    batcher = MicroBatcher(backend.generate_batch, METRICS, max_batch_size=cfg.max_batch_size,
+                           max_delay_s=cfg.max_batch_delay_ms / 1000.0, max_queue=cfg.max_queue, name=SERVICE)
+    return backend, batcher, GeneratorServicer(backend, batcher, cfg)
 
 
-def main(args) -> int:
-    config.setup_logging(args.log_level)
-    if not args.model:
-        log.error("--model is required (or set GENIR_GENERATOR_MODEL): a diffusers pipeline folder")
-        return 2
+def check(cfg: GeneratorConfig) -> str | None:
+    if not cfg.model:
+        return "--model is required (or set GENIR_GENERATOR_MODEL): a diffusers pipeline folder"
     for flag in ("max_batch_size", "max_queue", "max_width", "max_height", "max_steps", "max_images"):
-        if getattr(args, flag) < 1:
-            log.error("--%s must be >= 1 (got %s)", flag.replace("_", "-"), getattr(args, flag))
-            return 2
-    if args.offload != "none" and resolve_device(args.device) != "cuda":
-        log.error("--offload %s moves pipeline parts onto a GPU while they run; this generator runs on %s",
-                  args.offload, resolve_device(args.device))
-        return 2
-    config.log_config(SERVICE, args)
+        if getattr(cfg, flag) < 1:
+            return f"--{flag.replace('_', '-')} must be >= 1 (got {getattr(cfg, flag)})"
+    if cfg.offload != "none" and resolve_device(cfg.device) != "cuda":
+        return (f"--offload {cfg.offload} moves pipeline parts onto a GPU while they run; this generator runs on "
+                f"{resolve_device(cfg.device)}")
+    return None
+
+
+async def start(cfg: GeneratorConfig) -> int:
     try:
-        backend, batcher, servicer = build(args)
+        backend, batcher, servicer = build(cfg)
     except BackendError as e:
         log.error("%s", e)
         return 2
@@ -253,5 +255,8 @@ def main(args) -> int:
         backend.close()
 
     service = Service("genir.v1.Generator", generator_pb2_grpc.add_GeneratorServicer_to_server, servicer)
-    # requests are a prompt and numbers (images only travel back): 1 MiB refuses anything bigger unread
-    return asyncio.run(serve(args, [service], load=load, close=close))
+    return await serve(cfg, [service], load=load, close=close)
+
+
+def main(args) -> int:
+    return server.main(GeneratorConfig.from_args(args), SERVICE, start, check)

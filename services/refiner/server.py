@@ -21,16 +21,16 @@ for batching) are on Triton's metrics port (8002); scrape both (README.md).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import re
-import secrets
 import time
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
+from genir import contract
 from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
-from services.common import config, images, presets, tls, validation
+from services.common import config, images, server, tls, validation
 from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
 from services.refiner import postprocess, prompts
@@ -39,13 +39,7 @@ from services.refiner.triton_client import TritonVLM
 log = logging.getLogger("genir.refiner")
 
 SERVICE = "refiner"
-MAX_SEED = 2**63 - 1
-# Paper defaults (GenIR, §4, and the scripts): temperature 0.7, top-p 0.9, repetition penalty 1.1;
-# top_k 64 is Gemma-3's released generation config, which the scripts inherit.
-DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEFAULT_REPETITION_PENALTY = presets.TEMPERATURE, presets.TOP_P, \
-    presets.REPETITION_PENALTY
-DEFAULT_TOP_K = presets.TOP_K
-MAX_TOP_K = 1000
+DEFAULTS = contract.DEFAULT_SAMPLING  # the paper's sampling (genir/contract.py says where each comes from)
 SOURCES = {refiner_pb2.FEEDBACK_SOURCE_UNSPECIFIED: "", refiner_pb2.FEEDBACK_SOURCE_COMPARISON: prompts.COMPARISON,
            refiner_pb2.FEEDBACK_SOURCE_CRITIQUE: prompts.CRITIQUE, refiner_pb2.FEEDBACK_SOURCE_PERSON: prompts.PERSON}
 DEADLINE_MARGIN = 0.25  # seconds kept back from the caller's deadline to answer in time
@@ -57,35 +51,37 @@ for _kind in ("prompt", "completion"):
     TOKENS.labels(_kind)
 
 
+@dataclass(frozen=True)
+class RefinerConfig(config.ClientTLSConfig, config.ServerConfig):
+    """Every refiner setting (flags, env GENIR_REFINER_*)."""
+    triton_url: str = config.flag("Triton gRPC address host:port", "127.0.0.1:8001")
+    triton_model: str = config.flag("model name in Triton's repository", "gemma3")
+    triton_timeout: float = config.flag("longest Triton call, seconds (capped by the caller's deadline)", 120.0)
+    triton_retry_seconds: float = config.flag(
+        "how long UNAVAILABLE from Triton is retried (with backoff) before the call fails", 5.0)
+    triton_wait: float = config.flag("seconds to wait for Triton at start-up (0: do not wait)", 0.0)
+    triton_health_seconds: float = config.flag(
+        "how often health re-checks Triton's readiness (NOT_SERVING while it is not ready)", 2.0)
+    max_new_tokens_limit: int = config.flag("largest sampling.max_new_tokens accepted", contract.MAX_NEW_TOKENS_LIMIT)
+    model_id: str | None = config.flag("model id reported in responses (default: --triton-model)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_server_flags(parser, SERVICE, 50052, 9102)
-    config.add_client_tls_flags(parser, SERVICE)
-    f = lambda *a, **k: config.add_flag(parser, *a, service=SERVICE, **k)  # noqa: E731
-    f("triton-url", default="127.0.0.1:8001", help="Triton gRPC address host:port")
-    f("triton-model", default="gemma3", help="model name in Triton's repository")
-    f("triton-timeout", default=120.0, type=float, help="longest Triton call, seconds (capped by the caller's deadline)")
-    f("triton-retry-seconds", default=5.0, type=float,
-      help="how long UNAVAILABLE from Triton is retried (with backoff) before the call fails")
-    f("triton-wait", default=0.0, type=float, help="seconds to wait for Triton at start-up (0: do not wait)")
-    f("triton-health-seconds", default=2.0, type=float,
-      help="how often health re-checks Triton's readiness (NOT_SERVING while it is not ready)")
-    f("max-new-tokens-limit", default=1024, type=int, help="largest sampling.max_new_tokens accepted")
-    f("model-id", default=None, help="model id reported in responses (default: --triton-model)")
+    config.register(parser, RefinerConfig, SERVICE, port=50052, metrics_port=9102)
 
 
 def resolve_sampling(msg: common_pb2.Sampling, default_tokens: int, limit: int) -> dict:
     """Request sampling -> the JSON Triton takes; unset fields get the paper's defaults."""
-    has = msg.HasField
-    temperature = validation.float_range(msg.temperature, "sampling.temperature", 0.0, 2.0) \
-        if has("temperature") else DEFAULT_TEMPERATURE
-    top_p = validation.float_range(msg.top_p, "sampling.top_p", 0.0, 1.0, lo_open=True) \
-        if has("top_p") else DEFAULT_TOP_P
+    def pick(name: str):
+        if not msg.HasField(name):
+            return DEFAULTS[name]
+        return validation.in_range(getattr(msg, name), f"sampling.{name}", contract.SAMPLING_RANGES[name])
+
+    temperature, top_p = pick("temperature"), pick("top_p")
     tokens = validation.int_range(msg.max_new_tokens, "sampling.max_new_tokens", 1, limit) \
-        if has("max_new_tokens") else min(default_tokens, limit)
-    penalty = validation.float_range(msg.repetition_penalty, "sampling.repetition_penalty", 1.0, 2.0) \
-        if has("repetition_penalty") else DEFAULT_REPETITION_PENALTY
-    top_k = validation.int_range(msg.top_k, "sampling.top_k", 0, MAX_TOP_K) if has("top_k") else DEFAULT_TOP_K
-    seed = validation.int_range(msg.seed, "sampling.seed", 0, MAX_SEED) if has("seed") else secrets.randbits(63)
+        if msg.HasField("max_new_tokens") else min(default_tokens, limit)
+    penalty, top_k = pick("repetition_penalty"), pick("top_k")
+    seed = pick("seed") if msg.HasField("seed") else contract.random_seed()
     return {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": tokens,
             "repetition_penalty": penalty, "seed": seed}
 
@@ -137,37 +133,82 @@ def name_images(message: str, images: list) -> str:
     return re.sub(r"images\[(\d+)\]", field, message)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry: new tokens, pixels per image, pixels of all images together."""
+    max_new_tokens: int
+    max_pixels: int
+    max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS
+
+
+def request_images(limits: Limits, *specs: tuple) -> list[bytes | None]:
+    """Bytes of (msg, field, required) images of one request, checked from their headers only
+    (format, per-image cap, one pixel budget for all): the Triton model decodes each distinct
+    image once and keeps it by content hash, so decoding here too would double the work for
+    every call. Data that is corrupt past its header comes back from Triton as INVALID_ARGUMENT
+    naming the image."""
+    present = [(msg, field) for msg, field, required in specs
+               if required or (msg is not None and (msg.data or msg.ref))]
+    images.check_protos(present, limits.max_pixels, limits.max_request_pixels)
+    chosen = {field for _, field in present}
+    return [FieldBytes(msg.data, field) if field in chosen else None for msg, field, _ in specs]
+
+
+def _budget(request, limits: Limits) -> dict:
+    return {"tokens": requested_tokens(request.sampling, limits.max_new_tokens), "limit": limits.max_new_tokens}
+
+
+def parse_caption(request, limits: Limits) -> prompts.Prompt:
+    style = parse_style(request.style)
+    pset = parse_prompt_set(request.prompt_set)
+    (target,) = request_images(limits, (request.target, "target", True))
+    return pset.caption(target, style, **_budget(request, limits))
+
+
+def parse_compare(request, limits: Limits) -> prompts.Prompt:
+    retrieval = parse_style(request.style) == "retrieval"
+    pset = parse_prompt_set(request.prompt_set)
+    target, generated = request_images(limits, (request.target, "target", True),
+                                       (request.generated, "generated", True))
+    caption = validation.text(request.caption, "caption")
+    return pset.compare(target, generated, caption, retrieval=retrieval, **_budget(request, limits))
+
+
+def parse_refine(request, limits: Limits) -> prompts.Prompt:
+    pset = parse_prompt_set(request.prompt_set)
+    source = parse_source(request.feedback_source)
+    caption = validation.text(request.caption, "caption")
+    feedback = validation.text(request.feedback, "feedback")
+    target, generated = request_images(limits, (request.target, "target", False),
+                                       (request.generated, "generated", False))
+    rank = None
+    if request.HasField("shown_rank"):
+        rank = validation.int_range(request.shown_rank, "shown_rank", 0, 2**31 - 1)
+        if target is None:
+            raise InvalidArgument("shown_rank: only meaningful with a target (simulated prediction feedback)")
+    if target is None and source in (prompts.COMPARISON, prompts.CRITIQUE):
+        raise InvalidArgument(f"feedback_source: {source} feedback needs the target (simulated user)")
+    return pset.refine(caption, feedback, target=target, shown=generated, shown_rank=rank, source=source,
+                       **_budget(request, limits))
+
+
+def parse_critique(request, limits: Limits) -> prompts.Prompt:
+    pset = parse_prompt_set(request.prompt_set)
+    (target,) = request_images(limits, (request.target, "target", True))
+    caption = validation.text(request.caption, "caption")
+    return pset.critique(target, caption, **_budget(request, limits))
+
+
 class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
     def __init__(self, vlm: TritonVLM, *, model_id: str, max_new_tokens: int, max_pixels: int,
                  max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS):
         self.vlm = vlm
         self.model_id = model_id
-        self.max_new_tokens = max_new_tokens
-        self.max_pixels = max_pixels
-        self.max_request_pixels = max_request_pixels
-
-    # ------------------------------------------------------------------ helpers
-    async def _images(self, *specs: tuple) -> list[bytes | None]:
-        """Bytes of (msg, field, required) images of one request, checked from their headers only
-        (format, per-image cap, one pixel budget for all): the Triton model decodes each distinct
-        image once and keeps it by content hash, so decoding here too would double the work for
-        every call. Data that is corrupt past its header comes back from Triton as INVALID_ARGUMENT
-        naming the image."""
-        present = [(msg, field) for msg, field, required in specs
-                   if required or (msg is not None and (msg.data or msg.ref))]
-        images.check_protos(present, self.max_pixels, self.max_request_pixels)
-        chosen = {field for _, field in present}
-        return [FieldBytes(msg.data, field) if field in chosen else None for msg, field, _ in specs]
-
-    async def _image(self, msg, field: str, required: bool = True) -> bytes | None:
-        return (await self._images((msg, field, required)))[0]
-
-    def _text(self, value: str, field: str) -> str:
-        return validation.text(value, field)
+        self.limits = Limits(max_new_tokens, max_pixels, max_request_pixels)
 
     async def _run(self, prompt: prompts.Prompt, sampling_msg, context) -> refiner_pb2.RefinerResponse:
         start = time.perf_counter()
-        sampling = resolve_sampling(sampling_msg, prompt.max_new_tokens, self.max_new_tokens)
+        sampling = resolve_sampling(sampling_msg, prompt.max_new_tokens, self.limits.max_new_tokens)
         left = context.time_remaining()
         timeout = None if left is None else max(0.05, left - DEADLINE_MARGIN)
         try:
@@ -185,86 +226,57 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
                      common_pb2.Timing(stage="total", seconds=time.perf_counter() - start)])
 
     # ------------------------------------------------------------------ RPCs
-    def _budget(self, request) -> dict:
-        return {"tokens": requested_tokens(request.sampling, self.max_new_tokens), "limit": self.max_new_tokens}
-
     async def Caption(self, request, context):
-        style = parse_style(request.style)
-        pset = parse_prompt_set(request.prompt_set)
-        target = await self._image(request.target, "target")
-        return await self._run(pset.caption(target, style, **self._budget(request)), request.sampling, context)
+        return await self._run(parse_caption(request, self.limits), request.sampling, context)
 
     async def Compare(self, request, context):
-        retrieval = parse_style(request.style) == "retrieval"
-        pset = parse_prompt_set(request.prompt_set)
-        target, generated = await self._images((request.target, "target", True),
-                                               (request.generated, "generated", True))
-        caption = self._text(request.caption, "caption")
-        prompt = pset.compare(target, generated, caption, retrieval=retrieval, **self._budget(request))
-        return await self._run(prompt, request.sampling, context)
+        return await self._run(parse_compare(request, self.limits), request.sampling, context)
 
     async def Refine(self, request, context):
-        pset = parse_prompt_set(request.prompt_set)
-        source = parse_source(request.feedback_source)
-        caption = self._text(request.caption, "caption")
-        feedback = self._text(request.feedback, "feedback")
-        target, generated = await self._images((request.target, "target", False),
-                                               (request.generated, "generated", False))
-        rank = None
-        if request.HasField("shown_rank"):
-            rank = validation.int_range(request.shown_rank, "shown_rank", 0, 2**31 - 1)
-            if target is None:
-                raise InvalidArgument("shown_rank: only meaningful with a target (simulated prediction feedback)")
-        if target is None and source in (prompts.COMPARISON, prompts.CRITIQUE):
-            raise InvalidArgument(f"feedback_source: {source} feedback needs the target (simulated user)")
-        prompt = pset.refine(caption, feedback, target=target, shown=generated, shown_rank=rank, source=source,
-                             **self._budget(request))
-        return await self._run(prompt, request.sampling, context)
+        return await self._run(parse_refine(request, self.limits), request.sampling, context)
 
     async def Critique(self, request, context):
-        pset = parse_prompt_set(request.prompt_set)
-        target = await self._image(request.target, "target")
-        caption = self._text(request.caption, "caption")
-        return await self._run(pset.critique(target, caption, **self._budget(request)), request.sampling, context)
+        return await self._run(parse_critique(request, self.limits), request.sampling, context)
 
     async def Info(self, request, context):
         return refiner_pb2.RefinerInfo(
             model=self.model_id, triton_model=self.vlm.model, prompt_sets=list(prompts.PROMPT_SETS),
-            default_prompt_set=prompts.DEFAULT_SET, temperature=DEFAULT_TEMPERATURE, top_p=DEFAULT_TOP_P,
-            top_k=DEFAULT_TOP_K, repetition_penalty=DEFAULT_REPETITION_PENALTY,
-            max_new_tokens_limit=self.max_new_tokens)
+            default_prompt_set=prompts.DEFAULT_SET, temperature=DEFAULTS["temperature"], top_p=DEFAULTS["top_p"],
+            top_k=DEFAULTS["top_k"], repetition_penalty=DEFAULTS["repetition_penalty"],
+            max_new_tokens_limit=self.limits.max_new_tokens)
 
 
-def build(args) -> tuple[TritonVLM, RefinerServicer]:
-    creds = tls.channel_credentials(args.client_tls_ca, args.client_tls_cert, args.client_tls_key)
-    vlm = TritonVLM(args.triton_url, args.triton_model, timeout=args.triton_timeout,
-                    retry_seconds=args.triton_retry_seconds, max_message_mb=args.max_message_mb, creds=creds)
-    servicer = RefinerServicer(vlm, model_id=args.model_id or args.triton_model,
-                               max_new_tokens=args.max_new_tokens_limit, max_pixels=args.max_image_pixels,
-                               max_request_pixels=args.max_request_pixels)
+def build(cfg: RefinerConfig) -> tuple[TritonVLM, RefinerServicer]:
+    creds = tls.channel_credentials(cfg.client_tls_ca, cfg.client_tls_cert, cfg.client_tls_key)
+    vlm = TritonVLM(cfg.triton_url, cfg.triton_model, timeout=cfg.triton_timeout,
+                    retry_seconds=cfg.triton_retry_seconds, max_message_mb=cfg.max_message_mb, creds=creds)
+    servicer = RefinerServicer(vlm, model_id=cfg.model_id or cfg.triton_model,
+                               max_new_tokens=cfg.max_new_tokens_limit, max_pixels=cfg.max_image_pixels,
+                               max_request_pixels=cfg.max_request_pixels)
     return vlm, servicer
 
 
+def check(cfg: RefinerConfig) -> str | None:
+    if cfg.max_new_tokens_limit < 1 or cfg.triton_timeout <= 0:
+        return "--max-new-tokens-limit must be >= 1 and --triton-timeout > 0"
+    return None
+
+
+async def start(cfg: RefinerConfig) -> int:
+    vlm, servicer = build(cfg)
+
+    async def load():
+        # Start-up does not wait for Triton beyond --triton-wait; health follows it afterwards.
+        if await vlm.wait_ready(cfg.triton_wait):
+            log.info("Triton at %s: model %s is ready", cfg.triton_url, cfg.triton_model)
+        else:
+            log.warning("Triton at %s: model %s is not ready yet; calls get UNAVAILABLE until it is",
+                        cfg.triton_url, cfg.triton_model)
+
+    service = Service("genir.v1.Refiner", refiner_pb2_grpc.add_RefinerServicer_to_server, servicer)
+    return await serve(cfg, [service], load=load, close=vlm.close, readiness=vlm.ready,
+                       readiness_every=cfg.triton_health_seconds)
+
+
 def main(args) -> int:
-    config.setup_logging(args.log_level)
-    if args.max_new_tokens_limit < 1 or args.triton_timeout <= 0:
-        log.error("--max-new-tokens-limit must be >= 1 and --triton-timeout > 0")
-        return 2
-    config.log_config(SERVICE, args)
-
-    async def run() -> int:
-        vlm, servicer = build(args)
-
-        async def load():
-            # Start-up does not wait for Triton beyond --triton-wait; health follows it afterwards.
-            if await vlm.wait_ready(args.triton_wait):
-                log.info("Triton at %s: model %s is ready", args.triton_url, args.triton_model)
-            else:
-                log.warning("Triton at %s: model %s is not ready yet; calls get UNAVAILABLE until it is",
-                            args.triton_url, args.triton_model)
-
-        service = Service("genir.v1.Refiner", refiner_pb2_grpc.add_RefinerServicer_to_server, servicer)
-        return await serve(args, [service], load=load, close=vlm.close, readiness=vlm.ready,
-                           readiness_every=args.triton_health_seconds)
-
-    return asyncio.run(run())
+    return server.main(RefinerConfig.from_args(args), SERVICE, start, check)

@@ -17,15 +17,27 @@ class TritonStartError(RuntimeError):
     """Triton cannot be prepared, exited, or never became ready."""
 
 
-_PARAM = r'(key:\s*"{key}"\s*,?\s*value:\s*\{{\s*string_value:\s*)"[^"]*"'
+# `parameters { key: KEY value { string_value: "..." } }`; the value may hold escaped quotes (JSON).
+_PARAM = r'(key:\s*"{key}"\s*,?\s*value:\s*\{{\s*string_value:\s*)"((?:[^"\\]|\\.)*)"'
+
+
+def _pattern(key: str) -> re.Pattern:
+    return re.compile(_PARAM.format(key=re.escape(key)))
 
 
 def set_parameter(config_text: str, key: str, value: str) -> str:
     """Replace the string value of `parameters { key: KEY ... }` in a config.pbtxt text."""
-    pattern = re.compile(_PARAM.format(key=re.escape(key)))
+    pattern = _pattern(key)
     if not pattern.search(config_text):
         raise TritonStartError(f"config.pbtxt has no parameter {key!r} to set")
-    return pattern.sub(lambda m: m.group(1) + '"' + value.replace('"', '\\"') + '"', config_text, count=1)
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+    return pattern.sub(lambda m: m.group(1) + '"' + quoted + '"', config_text, count=1)
+
+
+def get_parameter(config_text: str, key: str) -> str | None:
+    """The string value of parameter KEY in a config.pbtxt text (escapes undone), or None."""
+    m = _pattern(key).search(config_text)
+    return None if m is None else re.sub(r"\\(.)", r"\1", m.group(2))
 
 
 def write_repository(source: Path, workdir: Path, model_name: str, parameters: dict[str, str]) -> Path:

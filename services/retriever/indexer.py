@@ -1,7 +1,8 @@
 """`genir index`: embed a ChatIR-format corpus into a collection, resumably.
 
-The corpus is a JSON list of image paths relative to --image-root; the list index is the corpus
-id and the point id, and every point stores {"path", "sha256"} of its file. A (re-)index is keyed
+The corpus is a JSON list of image paths relative to --image-root, read as the orchestrator reads
+it (services/common/corpus.py: normalised, no path twice); the list index is the corpus id and the
+point id, and every point stores {"path", "sha256"} of its file. A (re-)index is keyed
 by path and content: unchanged points stay, a path whose id moved gets its vector copied, new and
 changed files are embedded, and points past the end of the list or of unreadable files are
 deleted, so the collection ends holding exactly the list. The counts are printed. Only then is
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from services.common import config
+from services.common.corpus import DatasetError, read_corpus
 from services.common.errors import ServiceError
 from services.common.images import DEFAULT_MAX_PIXELS, decode_image
 from services.common.paths import corpus_fingerprint, resolve_in_root
@@ -77,13 +79,6 @@ class Indexer:
 
     def add_vectors(self, ids, vectors: np.ndarray, payloads: list[dict]) -> None:
         self.store.upsert(self.collection, ids, vectors, payloads)
-
-
-def read_corpus(path: str | Path) -> list[str]:
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
-        raise ValueError(f"{path}: expected a JSON list of relative image paths (ChatIR corpus format)")
-    return data
 
 
 def read_file(root: Path, rel: str) -> bytes | str:
@@ -273,7 +268,7 @@ def index_corpus(store, embedder, collection: str, corpus: list[str], image_root
 
 # ---------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = lambda *a, **k: config.add_flag(parser, *a, service="index", **k)  # noqa: E731
+    f = config.flags(parser, "index")
     f("corpus", default=None, help="ChatIR corpus JSON (list of relative image paths; index = corpus id)")
     f("image-root", default=None, help="folder the corpus paths are relative to")
     f("model", default=None, help="local Hugging Face folder of a BLIP / CLIP / SigLIP checkpoint")
@@ -302,7 +297,11 @@ def main(args: argparse.Namespace) -> int:
     if missing:
         print(f"genir index: missing --{', --'.join(m.replace('_', '-') for m in missing)}", file=sys.stderr)
         return 2
-    corpus = read_corpus(args.corpus)
+    try:
+        corpus = list(read_corpus(args.corpus))
+    except DatasetError as e:
+        print(f"genir index: {e}", file=sys.stderr)
+        return 2
     embedder = load_embedder(args.model, image_size=args.image_size, text_max_tokens=args.text_max_tokens,
                              device=args.device, batch_size=args.batch_size)
     store = open_store(args.store_path, args.qdrant_url, indexing_threshold_kb=args.hnsw_threshold_kb,

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import dataclass
 
 import numpy as np
 
+from genir import contract
 from genir.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
-from services.common import config, images, validation
+from services.common import config, images, server, validation
 from services.common.batching import MicroBatcher, submit_for_call
 from services.common.errors import InvalidArgument, ServiceError
 from services.common.paths import echo
 from services.common.server import Service, serve
 from services.retriever.backend import BATCH_METRICS, EmbedInput, Query, RetrieverBackend, check_weights
 
-MAX_TOP_K = 1000
+SERVICE = "retriever"
 MAX_BATCH = 256
 MAX_PATHS_PAGE = 10_000
 MAX_PAYLOAD_KEYS = 16
@@ -65,15 +67,44 @@ def vector_from(msg, field: str) -> np.ndarray:
     return v
 
 
-class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
-    def __init__(self, backend: RetrieverBackend, batcher: MicroBatcher, args):
-        self.backend, self.batcher, self.args = backend, batcher, args
+def parse_collection(name: str, default: str | None, field: str = "collection") -> str:
+    name = (name or "").strip() or (default or "")
+    if not name:
+        raise InvalidArgument(f"{field}: required (no --default-collection is set)")
+    return name
 
-    def _collection(self, name: str, field: str = "collection") -> str:
-        name = (name or "").strip() or (self.args.default_collection or "")
-        if not name:
-            raise InvalidArgument(f"{field}: required (no --default-collection is set)")
-        return name
+
+def parse_search(request, default_collection: str | None) -> tuple[Query, tuple | None]:
+    """A SearchRequest as a Query, and (image proto, field) when the query still needs an image
+    decoded (image and fusion queries; the servicer decodes it off the event loop)."""
+    collection = parse_collection(request.collection, default_collection)
+    top_k = contract.DEFAULT_TOP_K if request.top_k == 0 else \
+        validation.int_range(request.top_k, "top_k", 1, contract.MAX_SEARCH_TOP_K)
+    target = validation.corpus_id(request.target_id, "target_id") if request.HasField("target_id") else None
+    query = Query(collection, top_k=top_k, target_id=target, exact=request.exact)
+    which = request.WhichOneof("query")
+    if which == "image":
+        return query, (request.image, "image")
+    if which == "text":
+        query.text = validation.text(request.text, "text")
+    elif which == "vector":
+        query.vector = vector_from(request.vector, "vector.values")
+    elif which == "fusion":
+        f = request.fusion
+        w_image, w_text = check_weights(f.image_weight, f.text_weight)
+        query.fusion = (None, validation.text(f.text, "fusion.text"), w_image, w_text)
+        return query, (f.image, "fusion.image")
+    else:
+        raise InvalidArgument("query: one of image, text, vector or fusion is required")
+    return query, None
+
+
+class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
+    def __init__(self, backend: RetrieverBackend, batcher: MicroBatcher, cfg: RetrieverConfig):
+        self.backend, self.batcher, self.args = backend, batcher, cfg
+
+    def _collection(self, name: str) -> str:
+        return parse_collection(name, self.args.default_collection)
 
     async def _decode(self, items) -> list:
         """(msg, field) pairs of one request: one pixel budget, decoded off the event loop."""
@@ -83,25 +114,14 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         return (await self._decode([(msg, field)]))[0]
 
     async def Search(self, request, context):
-        collection = self._collection(request.collection)
-        top_k = 10 if request.top_k == 0 else validation.int_range(request.top_k, "top_k", 1, MAX_TOP_K)
-        target = validation.corpus_id(request.target_id, "target_id") if request.HasField("target_id") else None
-        which = request.WhichOneof("query")
-        kw: dict = {}
-        if which == "image":
-            kw["image"] = await self._image(request.image, "image")
-        elif which == "text":
-            kw["text"] = validation.text(request.text, "text")
-        elif which == "vector":
-            kw["vector"] = vector_from(request.vector, "vector.values")
-        elif which == "fusion":
-            f = request.fusion
-            w_image, w_text = check_weights(f.image_weight, f.text_weight)
-            kw["fusion"] = (await self._image(f.image, "fusion.image"), validation.text(f.text, "fusion.text"),
-                            w_image, w_text)
-        else:
-            raise InvalidArgument("query: one of image, text, vector or fusion is required")
-        query = Query(collection, top_k=top_k, target_id=target, exact=request.exact, **kw)
+        query, image = parse_search(request, self.args.default_collection)
+        if image is not None:
+            pic = await self._image(*image)
+            if query.fusion is None:
+                query.image = pic
+            else:
+                query.fusion = (pic, *query.fusion[1:])
+        collection = query.collection
         (res,), info = await submit_for_call(self.batcher, ("search", collection), [query], context.time_remaining())
         res.timings = {"queue": info.queue_seconds, **res.timings}
         resp = retriever_pb2.SearchResponse(hits=[hit_proto(h, r) for r, h in enumerate(res.hits)],
@@ -206,42 +226,45 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         return resp
 
 
+@dataclass(frozen=True)
+class RetrieverConfig(config.ServerConfig):
+    """Every retriever setting (flags, env GENIR_RETRIEVER_*); RetrieverBackend gets this object."""
+    model: str | None = config.flag("local Hugging Face folder: BLIP retrieval, CLIP or SigLIP (auto-detected)")
+    image_size: int | None = config.flag(
+        "model input size; default: 224 for BLIP (GenIR/ChatIR), the checkpoint's own size for CLIP/SigLIP")
+    text_max_tokens: int = config.flag("text truncation in tokens (capped at the text tower's limit)", 200)
+    store_path: str = config.flag("embedded qdrant-edge store folder (owned by this process)", ".cache/qdrant")
+    qdrant_url: str | None = config.flag(
+        "Qdrant server URL; when set, the server engine is used instead of --store-path")
+    default_collection: str | None = config.flag("collection used when a request leaves it empty")
+    batch_size: int = config.flag("images/texts per forward pass", 32)
+    device: str | None = config.flag("torch device (default: cuda when present)")
+    hnsw_threshold_kb: int = config.flag(
+        "qdrant-edge: segments above this size get an HNSW index; below it search is a full scan", 10_000)
+    hnsw_ef: int = config.flag(
+        "HNSW search breadth (the engine's own default reaches top-10 recall 0.63 on the bench data)", HNSW_EF)
+    exact_below_points: int = config.flag(
+        "collections of at most this many points answer approximate queries exactly too (faster there, "
+        "recall 1; 0 = always HNSW); see benchmarks/results/search.json", EXACT_BELOW_POINTS)
+    max_batch_delay_ms: float = config.flag("longest wait for concurrent Search/Embed calls to join a batch, ms", 2.0)
+    max_queue: int = config.flag("calls waiting for a batch before RESOURCE_EXHAUSTED", 256)
+    batch_invariant: bool = config.flag(
+        "answer each Search exactly as if it ran alone (query vectors and exact scores independent of the "
+        "batch), so reruns and resumed evaluations reproduce bit for bit; off = faster batched math", True)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_server_flags(parser, "retriever", 50053, 9103)
-    f = lambda *a, **k: config.add_flag(parser, *a, service="retriever", **k)  # noqa: E731
-    f("model", default=None, help="local Hugging Face folder: BLIP retrieval, CLIP or SigLIP (auto-detected)")
-    f("image-size", default=None, type=int,
-      help="model input size; default: 224 for BLIP (GenIR/ChatIR), the checkpoint's own size for CLIP/SigLIP")
-    f("text-max-tokens", default=200, type=int, help="text truncation in tokens (capped at the text tower's limit)")
-    f("store-path", default=".cache/qdrant", help="embedded qdrant-edge store folder (owned by this process)")
-    f("qdrant-url", default=None, help="Qdrant server URL; when set, the server engine is used instead of --store-path")
-    f("default-collection", default=None, help="collection used when a request leaves it empty")
-    f("batch-size", default=32, type=int, help="images/texts per forward pass")
-    f("device", default=None, help="torch device (default: cuda when present)")
-    f("hnsw-threshold-kb", default=10_000, type=int,
-      help="qdrant-edge: segments above this size get an HNSW index; below it search is a full scan")
-    f("hnsw-ef", default=HNSW_EF, type=int,
-      help="HNSW search breadth (the engine's own default reaches top-10 recall 0.63 on the bench data)")
-    f("exact-below-points", default=EXACT_BELOW_POINTS, type=int,
-      help="collections of at most this many points answer approximate queries exactly too (faster there, "
-      "recall 1; 0 = always HNSW); see benchmarks/results/search.json")
-    f("max-batch-delay-ms", default=2.0, type=float,
-      help="longest wait for concurrent Search/Embed calls to join a batch, ms")
-    f("max-queue", default=256, type=int, help="calls waiting for a batch before RESOURCE_EXHAUSTED")
-    f("batch-invariant", default=True, bool_flag=True,
-      help="answer each Search exactly as if it ran alone (query vectors and exact scores independent of the "
-           "batch), so reruns and resumed evaluations reproduce bit for bit; off = faster batched math")
+    config.register(parser, RetrieverConfig, SERVICE, port=50053, metrics_port=9103)
 
 
-def main(args: argparse.Namespace) -> int:
-    config.setup_logging(args.log_level)
-    config.log_config("retriever", args)
-    if not args.model:
-        print("genir serve retriever: --model is required", flush=True)
-        return 2
-    backend = RetrieverBackend(args)
-    batcher = build_batcher(backend, args)
-    servicer = RetrieverServicer(backend, batcher, args)
+def check(cfg: RetrieverConfig) -> str | None:
+    return None if cfg.model else "genir serve retriever: --model is required"
+
+
+async def start(cfg: RetrieverConfig) -> int:
+    backend = RetrieverBackend(cfg)
+    batcher = build_batcher(backend, cfg)
+    servicer = RetrieverServicer(backend, batcher, cfg)
     svc = Service("genir.v1.Retriever", retriever_pb2_grpc.add_RetrieverServicer_to_server, servicer)
 
     async def load():
@@ -252,14 +275,18 @@ def main(args: argparse.Namespace) -> int:
         await batcher.close()
         backend.close()
 
-    return asyncio.run(serve(args, [svc], load=load, close=close))
+    return await serve(cfg, [svc], load=load, close=close)
 
 
-def build_batcher(backend: RetrieverBackend, args) -> MicroBatcher:
+def main(args) -> int:
+    return server.main(RetrieverConfig.from_args(args), SERVICE, start, check)
+
+
+def build_batcher(backend: RetrieverBackend, cfg: RetrieverConfig) -> MicroBatcher:
     """One batcher for every model call, so one forward pass runs at a time; a batch holds
     up to --batch-size queries or inputs of one kind (searches of one collection, or one tower)."""
-    return MicroBatcher(backend.run_batch, BATCH_METRICS, max_batch_size=args.batch_size,
-                        max_delay_s=args.max_batch_delay_ms / 1000.0, max_queue=args.max_queue, name="retriever")
+    return MicroBatcher(backend.run_batch, BATCH_METRICS, max_batch_size=cfg.batch_size,
+                        max_delay_s=cfg.max_batch_delay_ms / 1000.0, max_queue=cfg.max_queue, name=SERVICE)
 
 
 if __name__ == "__main__":

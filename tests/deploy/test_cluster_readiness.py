@@ -129,7 +129,7 @@ def slowest_call(server: str) -> float:
     """The longest call each server answers, from the orchestrator's defaults (its calls' deadlines)."""
     import argparse
 
-    from orchestrator import engine
+    from genir import contract
     from orchestrator.server import add_arguments
 
     p = argparse.ArgumentParser()
@@ -137,7 +137,7 @@ def slowest_call(server: str) -> float:
     args = p.parse_args([])
     return {"generator": args.generator_timeout, "refiner": args.refiner_timeout,
             "retriever": args.retriever_timeout,
-            "orchestrator": (engine.MAX_DIALOG_ROUNDS + 1) * args.round_timeout}[server]  # a whole RunDialog
+            "orchestrator": (contract.MAX_DIALOG_ROUNDS + 1) * args.round_timeout}[server]  # a whole RunDialog
 
 
 def test_every_server_recycles_connections_with_a_grace_longer_than_its_slowest_call(objects, monkeypatch):

@@ -265,7 +265,7 @@ ROWS = [
     tri("messages-empty-list", triton_body(messages="[]"), "messages: expected a non-empty JSON list"),
     tri("sampling-unknown-key", triton_body(sampling='{"warp": 9}'), "sampling: unknown keys"),
     tri("sampling-out-of-range", triton_body(sampling='{"temperature": 101, "max_new_tokens": 2}'),
-        "sampling.temperature: 101.0 is out of range [0, 100]"),
+        "sampling.temperature: 101.0 is out of range [0, 2]"),
     tri("sampling-tokens-zero", triton_body(sampling='{"max_new_tokens": 0}'), "sampling.max_new_tokens: 0 is out"),
     tri("sampling-not-object", triton_body(sampling='[1, 2]'), "sampling: expected a JSON object"),
     tri("image-not-decodable", triton_body(

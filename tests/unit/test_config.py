@@ -28,3 +28,35 @@ def test_client_read_token_prefers_the_file_and_refuses_an_empty_one(tmp_path, m
     (tmp_path / "t").write_text("")
     with pytest.raises(SystemExit, match="empty"):
         read_token(str(tmp_path / "t"))
+
+
+def test_each_service_config_is_typed_frozen_and_built_from_its_flags(monkeypatch):
+    import dataclasses
+
+    import pytest
+
+    from orchestrator.server import OrchestratorConfig
+    from orchestrator.server import add_arguments as orchestrator_flags
+    from services.generator.server import GeneratorConfig
+    from services.generator.server import add_arguments as generator_flags
+    from services.refiner.server import RefinerConfig
+    from services.refiner.server import add_arguments as refiner_flags
+    from services.retriever.server import RetrieverConfig
+    from services.retriever.server import add_arguments as retriever_flags
+
+    monkeypatch.setenv("GENIR_REFINER_TRITON_TIMEOUT", "7.5")
+    for cls, add, port in [(GeneratorConfig, generator_flags, 50051), (RefinerConfig, refiner_flags, 50052),
+                           (RetrieverConfig, retriever_flags, 50053), (OrchestratorConfig, orchestrator_flags, 50050)]:
+        p = argparse.ArgumentParser()
+        add(p)
+        ns = p.parse_args([])
+        cfg = cls.from_args(ns)
+        # every flag is a field and every field a flag: one list of settings per service
+        assert {f.name for f in dataclasses.fields(cls)} == set(vars(ns)), cls.__name__
+        assert cfg.port == port and cfg.log_level == "INFO"
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            cfg.port = 1
+    refiner = argparse.ArgumentParser()
+    refiner_flags(refiner)
+    cfg = RefinerConfig.from_args(refiner.parse_args(["--client-tls-ca", "ca.pem"]))
+    assert cfg.triton_timeout == 7.5 and cfg.client_tls_ca == "ca.pem" and cfg.max_new_tokens_limit == 1024

@@ -50,3 +50,17 @@ def test_bad_files(tmp_path):
         load_corpus(tmp_path / "missing.json")
     with pytest.raises(DatasetError, match="round 3"):
         chatir_query(["a", "b"], 3)
+
+
+def test_genir_index_reads_the_corpus_as_the_orchestrator_does(tmp_path, capsys):
+    import argparse
+
+    from services.retriever import indexer
+
+    (tmp_path / "dup.json").write_text(json.dumps(["./a.jpg", "a.jpg"]))  # one photo, spelled twice
+    parser = argparse.ArgumentParser()
+    indexer.add_arguments(parser)
+    args = parser.parse_args(["--corpus", str(tmp_path / "dup.json"), "--image-root", str(tmp_path),
+                              "--model", str(tmp_path / "no-model"), "--collection", "c"])
+    assert indexer.main(args) == 2  # refused before any model loads or any point is written
+    assert "'a.jpg' appears twice (ids 0 and 1)" in capsys.readouterr().err

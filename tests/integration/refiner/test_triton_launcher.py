@@ -67,6 +67,21 @@ def test_cli_exits_nonzero_with_the_reason_when_the_model_cannot_load(tmp_path):
     assert not [p for p in os.listdir("/dev/shm") if p.startswith(prefix)]  # cleaned after the crash
 
 
+def test_the_model_refuses_to_load_without_the_contract_sampling_rules(tmp_path, tiny_models):
+    # An empty value stands for a config.pbtxt written without genir/contract.py's parameters.
+    cli = Proc([sys.executable, "-m", "genir.cli", "serve", "triton", "--model", tiny_models / "gemma3",
+                "--workdir", tmp_path / "w", "--http-port", free_port(), "--grpc-port", free_port(),
+                "--metrics-port", free_port(), "--num-threads", "1", "--ready-timeout", "240",
+                "--parameter", "sampling_ranges="], tmp_path / "cli.log", env=proc_env()).start()
+    try:
+        code = cli.popen.wait(240)
+    finally:
+        cli.kill()
+    log = cli.log(tail=20_000)
+    assert code == 1, log
+    assert "config.pbtxt has no 'sampling_ranges' parameter" in log and "genir/contract.py" in log
+
+
 def test_client_reports_unavailable_naming_triton_when_nothing_listens():
     url = f"127.0.0.1:{free_port()}"
 

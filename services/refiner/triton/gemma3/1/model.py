@@ -40,8 +40,7 @@ from collections import OrderedDict
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "top_k": 64, "max_new_tokens": 500,
-            "repetition_penalty": 1.1, "seed": None}
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed")
 ROLES = ("system", "user", "assistant", "model")
 CANCEL_CHECK_EVERY = 8  # generation steps between is_cancelled() polls (each is an IPC round trip)
 IMAGE_CACHE_ENTRIES = 64  # decoded, preprocessed images kept (about 9.6 MB each at Gemma-3's 896 px)
@@ -65,6 +64,36 @@ def _error(message, code_name="INVALID_ARG"):
 def _parameter(config, key, default):
     entry = config.get("parameters", {}).get(key)
     return default if entry is None else entry.get("string_value", default)
+
+
+def _contract_parameter(config, key):
+    """A JSON parameter written from genir/contract.py (by `genir serve triton`, or checked in)."""
+    text = _parameter(config, key, None)
+    if not text:
+        raise pb_utils.TritonModelException(
+            f"config.pbtxt has no {key!r} parameter: the sampling rules come from genir/contract.py; "
+            "start Triton with `genir serve triton`, or use the repository's config.pbtxt")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise pb_utils.TritonModelException(f"config.pbtxt parameter {key!r} is not valid JSON ({e})") from None
+
+
+class _Range:
+    """A closed range, or one open at its low end: the contract's sampling ranges."""
+
+    def __init__(self, lo, hi, lo_open):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def __contains__(self, value):
+        return (self.lo < value if self.lo_open else self.lo <= value) and value <= self.hi
+
+    def __str__(self):
+        return f"{'(' if self.lo_open else '['}{_number(self.lo)}, {_number(self.hi)}]"
+
+
+def _number(x):
+    return f"{x:g}" if isinstance(x, float) else str(x)
 
 
 def _as_text(raw, field):
@@ -110,6 +139,12 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"model_path {path!r} is not a Hugging Face model folder "
                                                 "(no config.json)")
         self.limit = int(_parameter(config, "max_new_tokens_limit", "1024"))
+        self.ranges = {k: _Range(*v) for k, v in _contract_parameter(config, "sampling_ranges").items()}
+        self.defaults = {**_contract_parameter(config, "sampling_defaults"), "seed": None}
+        need_ranges = set(SAMPLING_KEYS) - {"max_new_tokens"}  # its range is [1, max_new_tokens_limit]
+        missing = sorted((set(SAMPLING_KEYS) - set(self.defaults)) | (need_ranges - set(self.ranges)))
+        if missing:
+            raise pb_utils.TritonModelException(f"config.pbtxt sampling parameters lack {missing}")
         # The same image bounds as the genir services (services/common/images.py), for clients
         # that call Triton directly; PIL's own bomb check is replaced by these.
         self.max_pixels = int(_parameter(config, "max_image_pixels", "40000000"))
@@ -176,12 +211,12 @@ class TritonPythonModel:
                 raise BadRequest(f"sampling: not valid JSON ({e})") from None
             if not isinstance(given, dict):
                 raise BadRequest("sampling: expected a JSON object")
-        unknown = sorted(set(given) - set(DEFAULTS))
+        unknown = sorted(set(given) - set(SAMPLING_KEYS))
         if unknown:
-            raise BadRequest(f"sampling: unknown keys {unknown}; allowed {sorted(DEFAULTS)}")
-        s = {k: (DEFAULTS[k] if given.get(k) is None else given[k]) for k in DEFAULTS}
+            raise BadRequest(f"sampling: unknown keys {unknown}; allowed {sorted(SAMPLING_KEYS)}")
+        s = {k: (self.defaults.get(k) if given.get(k) is None else given[k]) for k in SAMPLING_KEYS}
         if given.get("max_new_tokens") is None:
-            s["max_new_tokens"] = min(DEFAULTS["max_new_tokens"], self.limit)
+            s["max_new_tokens"] = min(self.defaults["max_new_tokens"], self.limit)
         try:
             s["temperature"], s["top_p"] = float(s["temperature"]), float(s["top_p"])
             s["repetition_penalty"] = float(s["repetition_penalty"])
@@ -189,14 +224,10 @@ class TritonPythonModel:
             s["seed"] = secrets.randbits(63) if s["seed"] is None else int(s["seed"])
         except (TypeError, ValueError) as e:
             raise BadRequest(f"sampling: {e}") from None
-        checks = [("temperature", 0 <= s["temperature"] <= 100, "[0, 100]"),
-                  ("top_p", 0 < s["top_p"] <= 1, "(0, 1]"),
-                  ("top_k", s["top_k"] >= 0, ">= 0"),
-                  ("max_new_tokens", 1 <= s["max_new_tokens"] <= self.limit, f"[1, {self.limit}]"),
-                  ("repetition_penalty", 0 < s["repetition_penalty"] <= 10, "(0, 10]"),
-                  ("seed", 0 <= s["seed"] < 2 ** 63, "[0, 2^63)")]
-        for name, ok, allowed in checks:
-            if not ok:
+        ranges = {**self.ranges, "max_new_tokens": _Range(1, self.limit, False)}
+        for name in SAMPLING_KEYS:
+            allowed = ranges[name]
+            if s[name] not in allowed:
                 raise BadRequest(f"sampling.{name}: {s[name]} is out of range {allowed}")
         return s
 
