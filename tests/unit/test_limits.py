@@ -6,7 +6,7 @@ import pytest
 
 from genir.v1 import generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
 from services.common import limits
-from services.common.server import grpc_options
+from services.common.channels import server_options
 
 MODULES = [generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2]
 MIB64 = 64 << 20
@@ -41,13 +41,13 @@ def test_a_smaller_message_limit_caps_every_rpc():
 
 def test_core_refuses_above_the_largest_rpc_of_the_service():
     def ceiling(service, mb=64):
-        return dict(grpc_options(mb, [service]))["grpc.max_receive_message_length"]
+        return dict(server_options(mb, [service]))["grpc.max_receive_message_length"]
 
     assert ceiling("genir.v1.Orchestrator") == 1 << 20
     assert ceiling("genir.v1.Generator") == 256 << 10
     assert ceiling("genir.v1.Refiner") == MIB64 and ceiling("genir.v1.Retriever") == MIB64
     assert ceiling("genir.v1.Retriever", mb=1) == 1 << 20
-    assert dict(grpc_options(64))["grpc.max_receive_message_length"] == MIB64   # clients: no service
+    assert dict(server_options(64))["grpc.max_receive_message_length"] == MIB64   # clients: no service
 
 
 def test_describe():
