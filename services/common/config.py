@@ -69,6 +69,9 @@ def _flag_type(annotation) -> type:
 def register(parser: argparse.ArgumentParser, cls: type, service: str, **defaults) -> None:
     """Add every field of config class `cls` as a flag; `defaults` replaces some fields' defaults."""
     add, hints = flags(parser, service), typing.get_type_hints(cls)
+    unknown = set(defaults) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {sorted(unknown)} to default")
     for f in dataclasses.fields(cls):
         kind = _flag_type(hints[f.name])
         default = defaults.get(f.name, f.metadata["default"])
