@@ -4,7 +4,9 @@
     serve(args, [Service("genir.v1.Generator", add_GeneratorServicer_to_server, servicer)],
           load=backend.load, close=backend.close)
 
-Health is NOT_SERVING until `load` returns, SERVING after, NOT_SERVING again while draining.
+Health is NOT_SERVING until `load` returns, SERVING after (or while a readiness check passes),
+NOT_SERVING again while draining. The service name "liveness" only says the process has loaded
+and is not draining: what Kubernetes liveness probes ask.
 SIGTERM/SIGINT: new calls are refused, in-flight calls get --drain-seconds to finish, exit 0.
 """
 
@@ -29,6 +31,10 @@ log = logging.getLogger("genir.server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Health service name for liveness probes: SERVING from the end of the load until drain, whatever
+# the readiness check says, so a pod whose dependency (Triton, the disk) is down is taken out of
+# rotation by its readiness probe but not restarted in a loop by its liveness probe.
+LIVENESS = "liveness"
 
 
 @dataclass
@@ -104,7 +110,7 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
     if health_only is False:
         await server.stop(0)
         return 2
-    for name in [""] + names:
+    for name in ["", LIVENESS] + names:
         await health_servicer.set(name, NOT_SERVING)
     await server.start()
     serve_metrics(args.metrics_port, args.metrics_host or args.host)
@@ -127,6 +133,7 @@ async def serve(args, services: Sequence[Service], *, load: Callable[[], Awaitab
         return 1
     if loader.done():
         interceptor.ready = True
+        await health_servicer.set(LIVENESS, SERVING)
         follower = None
         if readiness is None:
             for name in [""] + names:

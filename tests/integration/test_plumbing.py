@@ -122,6 +122,7 @@ def test_not_serving_until_loaded(tmp_path):
             time.sleep(0.1)
         assert 2 in seen and 1 in seen, seen  # NOT_SERVING first, SERVING after load
         assert refused >= 1
+        assert health_status(f"127.0.0.1:{port}", "liveness") == 1  # the liveness probe's name, after load
     finally:
         assert proc.terminate() == 0
 

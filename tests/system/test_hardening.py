@@ -457,6 +457,7 @@ def test_orchestrator_health_follows_its_storage(hardened, tmp_path):
             filler = fill(disk)
             down = _wait_health(target, 2)
             full = call()
+            alive = health_status(target, "liveness")  # liveness probes must not restart the pod for this
             filler.unlink()
             up = _wait_health(target, 1)
             assert call().code == "OK"
@@ -472,6 +473,7 @@ def test_orchestrator_health_follows_its_storage(hardened, tmp_path):
             assert full.code == "RESOURCE_EXHAUSTED" and "storage is full" in full.message, full
             assert read_only.code == "UNAVAILABLE" and "not writable" in read_only.message, read_only
             assert str(disk) not in full.message + read_only.message
+            assert alive == 1, alive
             assert call().code == "OK"
             assert not [p.name for p in images.iterdir() if ".tmp" in p.name or ".probe" in p.name]
     finally:
