@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", default=None,
                         help="file with the bearer token for an orchestrator with auth on (or $GENIR_EVAL_TOKEN; "
                              "never on the command line)")
-    f("tls-ca", default=None, help="PEM CA to verify the orchestrator (enables TLS)")
+    f("tls-ca", default=None, help="PEM CA to verify the orchestrator and --retriever (enables TLS)")
     f("tls-cert", default=None, help="PEM client certificate (mTLS)")
     f("tls-key", default=None, help="PEM client key (mTLS)")
     f("max-message-mb", default=64, type=int, help="max gRPC message size, MiB")
@@ -248,7 +248,8 @@ async def _with_models(source, cfg: EvalConfig) -> EvalConfig:
 async def _run(args, cfg, targets, shard) -> int:
     if args.retriever and args.collection and not args.embedded:
         # says where the lists differ; without --retriever the orchestrator refuses with the counts
-        await check_collection_corpus(args.retriever, args.collection, load_corpus(args.corpus).paths, args.token)
+        await check_collection_corpus(args.retriever, args.collection, load_corpus(args.corpus).paths, args.token,
+                                      ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
     source = make_source(args)
     try:
         cfg = await _with_models(source, cfg)

@@ -131,14 +131,17 @@ def select_targets(queries: Sequence[Query], limit: int | None = None, shard: tu
 
 
 async def check_collection_corpus(retriever: str, collection: str, paths: Sequence[str], token: str | None = None,
-                                  timeout: float = 30.0) -> None:
+                                  timeout: float = 30.0, *, ca: str | None = None, cert: str | None = None,
+                                  key: str | None = None) -> None:
     """Refuse (EvalError) a corpus list other than the one the collection was indexed from, naming
-    the first difference; the orchestrator checks the same on every dialog, this says where."""
+    the first difference; the orchestrator checks the same on every dialog, this says where.
+    `ca`/`cert`/`key`: TLS to the retriever, as to the orchestrator."""
     from genir.v1 import retriever_pb2, retriever_pb2_grpc
+    from services.common.channels import open_channel
     from services.common.paths import corpus_fingerprint, first_difference_paged
 
     meta = (("authorization", f"Bearer {token}"),) if token else None
-    async with grpc.aio.insecure_channel(retriever) as ch:
+    async with open_channel(retriever, ca=ca, cert=cert, key=key, metrics=False) as ch:
         stub = retriever_pb2_grpc.RetrieverStub(ch)
 
         async def info(offset: int = 0, limit: int = 0):
