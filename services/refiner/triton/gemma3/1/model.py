@@ -3,7 +3,9 @@
 Tensors (the first dimension is the batch, B rows per request, usually 1):
   in   messages           STRING [B, 1]  JSON chat messages with {"type": "image"} placeholders
   in   images             STRING [B, N]  encoded images for the placeholders, in order; N may be 0;
-                                         empty elements are ignored (padding)
+                                         empty elements are ignored (padding); an element
+                                         b"sha256:<64 hex>" names an image this instance already
+                                         holds (see below)
   in   sampling           STRING [B, 1]  JSON {temperature, top_p, top_k, max_new_tokens,
                                          repetition_penalty, seed}; "{}" = defaults
   out  text               STRING [B, 1]
@@ -27,6 +29,12 @@ preprocessed pixels stay in a bounded LRU (`image_cache_entries`, default 64), s
 sent with every caption, compare and refine call, is decoded and resized once, not once per call.
 Counters: genir_gemma3_image_cache_total{result="hit"|"miss"} on Triton's metrics port.
 
+Images cross the wire once: a client may send b"sha256:<hex of the image's SHA-256>" instead of
+bytes it sent before. When this instance still holds that image (LRU, one cache per instance, empty
+after a restart) it is used as if sent; otherwise the request fails with INVALID_ARG and a message
+starting "unknown image sha256:", and the client resends the bytes (triton_client.py). How images
+arrived: genir_gemma3_images_received_total{form="bytes"|"reference"|"unknown_reference"}.
+
 Model path: the `model_path` parameter of config.pbtxt (see the comment there).
 """
 
@@ -47,8 +55,22 @@ CANCEL_CHECK_EVERY = 8  # generation steps between is_cancelled() polls (each is
 IMAGE_CACHE_ENTRIES = 64  # decoded, preprocessed images kept (about 9.6 MB each at Gemma-3's 896 px)
 
 
+REFERENCE_PREFIX = b"sha256:"  # an images element naming a held image: this prefix + 64 hex digits
+UNKNOWN_IMAGE = "unknown image sha256:"  # the miss message's start; triton_client.py looks for it
+
+
 class BadRequest(Exception):
     """A client mistake; answered with INVALID_ARG."""
+
+
+def _reference(blob):
+    """The SHA-256 digest an images element names, or None when the element is image bytes."""
+    if len(blob) != len(REFERENCE_PREFIX) + 64 or not blob.startswith(REFERENCE_PREFIX):
+        return None
+    try:
+        return bytes.fromhex(blob[len(REFERENCE_PREFIX):].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 class _OneByOne(Exception):
@@ -203,13 +225,24 @@ class TritonPythonModel:
     def _images(self, row, expected):
         from PIL import Image
 
-        blobs = [b for b in row if b is not None and len(b) > 0]
+        blobs = [bytes(b) for b in row if b is not None and len(b) > 0]
         if len(blobs) != expected:
             raise BadRequest(f"images: {len(blobs)} given but the messages have {expected} image placeholders")
-        total, formats = 0, []
+        total, held, formats = 0, {}, []
         for i, blob in enumerate(blobs):   # headers first: the budget holds before any pixel is decoded
+            key = _reference(blob)
+            if key is not None:            # sent before: its size was checked then and kept
+                entry = self.images.held(key)
+                if entry is None:
+                    raise BadRequest(f"images[{i}]: {UNKNOWN_IMAGE}{key.hex()} is not held here (evicted, or "
+                                     "the server restarted); send the image's bytes")
+                held[i] = entry
+                formats.append("held")
+                total += entry.pixels
+                continue
+            self.images.count_received("bytes")
             try:
-                header = Image.open(io.BytesIO(bytes(blob)))
+                header = Image.open(io.BytesIO(blob))
             except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
                 raise BadRequest(f"images[{i}]: cannot decode ({type(e).__name__}: {e})") from None
             w, h = header.size
@@ -221,8 +254,11 @@ class TritonPythonModel:
             raise BadRequest(f"images: {total} pixels in all, over the per-request budget of {self.max_request_pixels}")
         out = []
         for i, blob in enumerate(blobs):   # decoded (and preprocessed) once per distinct image
+            if i in held:
+                out.append(held[i].value)
+                continue
             try:
-                out.append(self.images.get(bytes(blob)))
+                out.append(self.images.get(blob))
             except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
                 raise BadRequest(f"images[{i}]: truncated or corrupt {formats[i]} data ({type(e).__name__}: {e})") from None
         return out
@@ -371,6 +407,16 @@ class TritonPythonModel:
         self.processor = None
 
 
+class _Held:
+    """One cached image: what the processor gets, and its pixel count for the request budget."""
+
+    __slots__ = ("value", "pixels")
+
+    def __init__(self, value, pixels):
+        self.value = value
+        self.pixels = pixels
+
+
 class _ImageCache:
     """Decoded images by content hash, least recently used dropped first.
 
@@ -387,13 +433,21 @@ class _ImageCache:
                                  if self.preprocessed else {})
         self._items = OrderedDict()
         self.hits = self.misses = 0
+        self.received = {"bytes": 0, "reference": 0, "unknown_reference": 0}
         family = getattr(pb_utils, "MetricFamily", None)  # absent outside a Triton server
-        self._family = self._metrics = None
-        if family is not None:  # the family must outlive its metrics, so it is kept too
-            self._family = family(name="genir_gemma3_image_cache_total",
-                                  description="Images looked up by content hash: hit = already decoded",
-                                  kind=family.COUNTER)
-            self._metrics = {r: self._family.Metric(labels={"result": r}) for r in ("hit", "miss")}
+        self._families = []  # a family must outlive its metrics, so they are kept too
+        self._metrics = self._received = None
+        if family is not None:
+            lookups = family(name="genir_gemma3_image_cache_total",
+                             description="Images looked up by content hash: hit = already decoded",
+                             kind=family.COUNTER)
+            arrivals = family(name="genir_gemma3_images_received_total",
+                              description="Request images by form: bytes, or a reference to a held image "
+                                          "(unknown_reference: not held, the client must resend)",
+                              kind=family.COUNTER)
+            self._families = [lookups, arrivals]
+            self._metrics = {r: lookups.Metric(labels={"result": r}) for r in ("hit", "miss")}
+            self._received = {f: arrivals.Metric(labels={"form": f}) for f in self.received}
 
     def _count(self, result):
         if result == "hit":
@@ -403,16 +457,30 @@ class _ImageCache:
         if self._metrics is not None:
             self._metrics[result].increment(1)
 
+    def count_received(self, form):
+        self.received[form] += 1
+        if self._received is not None:
+            self._received[form].increment(1)
+
+    def held(self, key):
+        """The entry for a referenced image, or None; counted as a cache lookup when found."""
+        entry = self._items.get(key)
+        self.count_received("unknown_reference" if entry is None else "reference")
+        if entry is not None:
+            self._items.move_to_end(key)
+            self._count("hit")
+        return entry
+
     def get(self, blob):
         key = hashlib.sha256(blob).digest()
         if key in self._items:
             self._items.move_to_end(key)
             self._count("hit")
-            return self._items[key]
-        value = self._decode(blob)
+            return self._items[key].value
+        value, pixels = self._decode(blob)
         self._count("miss")
         if self.entries:
-            self._items[key] = value
+            self._items[key] = _Held(value, pixels)
             while len(self._items) > self.entries:
                 self._items.popitem(last=False)
         return value
@@ -422,10 +490,11 @@ class _ImageCache:
 
         img = Image.open(io.BytesIO(blob))
         img.load()
+        pixels = img.size[0] * img.size[1]
         img = img.convert("RGB")
         if not self.preprocessed:
-            return img
-        return self.image_processor(img, return_tensors="np")["pixel_values"][0]
+            return img, pixels
+        return self.image_processor(img, return_tensors="np")["pixel_values"][0], pixels
 
 
 class _RowSampler:
