@@ -366,6 +366,8 @@ def model_counts(triton) -> dict[str, float]:
         counts = {k: sample_sum(text, "genir_gemma3_image_cache_total", result=k) for k in ("hit", "miss")}
         counts.update({k: sample_sum(text, "genir_gemma3_images_received_total", form=k)
                        for k in ("bytes", "reference", "unknown_reference")})
+        counts.update({f"tower_{k}": sample_sum(text, "genir_gemma3_vision_features_total", result=k)
+                       for k in ("hit", "miss")})
         return counts
 
     last = read()
@@ -385,8 +387,8 @@ def refiner_sent(mport) -> dict[str, float]:
 
 def test_a_dialogs_target_is_decoded_once_and_sent_once(refiner, triton):
     """Caption, then two compare + refine rounds: the target goes to Triton five times, as bytes
-    once and by its hash after that, and is decoded once; each rendering once. Counted by the model
-    itself on Triton's metrics port and by the refiner's client."""
+    once and by its hash after that, and is decoded and run through the vision tower once; each
+    rendering once. Counted by the model itself on Triton's metrics port and by the refiner's client."""
     stub, _, mport, _ = refiner
     target, shown = image(png((11, 222, 33), size=(60, 44))), [image(png((90, 90, 250 - i))) for i in range(2)]
     before, sent_before = model_counts(triton), refiner_sent(mport)
@@ -401,6 +403,7 @@ def test_a_dialogs_target_is_decoded_once_and_sent_once(refiner, triton):
     assert delta["miss"] == 3          # the target and two renderings, decoded once each
     assert delta["hit"] == 4           # the target's four later trips
     assert (delta["bytes"], delta["reference"], delta["unknown_reference"]) == (3, 4, 0)
+    assert (delta["tower_miss"], delta["tower_hit"]) == (3, 4)   # the vision tower, too, once per image
     assert {k: sent_after[k] - sent_before[k] for k in sent_after} == {"bytes": 3, "reference": 4}
 
 

@@ -27,7 +27,11 @@ sampled differently batched than alone. The `batch_invariant` parameter runs row
 Images are decoded once: each image is keyed by the SHA-256 of its bytes, and its decoded,
 preprocessed pixels stay in a bounded LRU (`image_cache_entries`, default 64), so a dialog's target,
 sent with every caption, compare and refine call, is decoded and resized once, not once per call.
-Counters: genir_gemma3_image_cache_total{result="hit"|"miss"} on Triton's metrics port.
+The vision tower's output for the image is kept with it (computed for one image at a time, so it
+does not depend on batch-mates) and handed to generate() as `mm_encoder_outputs`, so the tower too
+runs once per image, not once per call. Counters on Triton's metrics port:
+genir_gemma3_image_cache_total{result="hit"|"miss"} (decodes) and
+genir_gemma3_vision_features_total{result="hit"|"miss"} (tower runs).
 
 Images cross the wire once: a client may send b"sha256:<hex of the image's SHA-256>" instead of
 bytes it sent before. When this instance still holds that image (LRU, one cache per instance, empty
@@ -255,7 +259,7 @@ class TritonPythonModel:
         out = []
         for i, blob in enumerate(blobs):   # decoded (and preprocessed) once per distinct image
             if i in held:
-                out.append(held[i].value)
+                out.append(held[i])
                 continue
             try:
                 out.append(self.images.get(blob))
@@ -282,7 +286,7 @@ class TritonPythonModel:
     def _encode(self, rows):
         texts = [self.processor.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
                  for r in rows]
-        images = [r["images"] for r in rows]
+        images = [[entry.value for entry in r["images"]] for r in rows]
         kwargs = {"images": images, **self.images.processor_kwargs} if any(images) else {}
         return self.processor(text=texts, padding=True, return_tensors="pt", **kwargs)
 
@@ -315,7 +319,12 @@ class TritonPythonModel:
             lengths = enc["attention_mask"].sum(dim=1).tolist()
         enc = enc.to(self.device)
         if "pixel_values" in enc:
-            enc["pixel_values"] = enc["pixel_values"].to(self.model.dtype)
+            features = self._image_features(rows)
+            if features is None:
+                enc["pixel_values"] = enc["pixel_values"].to(self.model.dtype)
+            else:   # generate() takes the tower's output instead of running it on the pixels
+                enc.pop("pixel_values")
+                enc["mm_encoder_outputs"] = {"image": features}
         width = enc["input_ids"].shape[1]
         params = [r["sampling"] for r in rows]
         limits = torch.tensor([p["max_new_tokens"] for p in params], device=self.device)
@@ -340,6 +349,23 @@ class TritonPythonModel:
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             results[i] = (text, int(lengths[slot]), produced)
         return results
+
+    def _image_features(self, rows):
+        """The vision tower's output for every image of `rows`, in order, run once per distinct
+        image (alone, so the result does not depend on its batch-mates) and kept with the image.
+        None when cached images are not one-to-one with tower inputs (pan-and-scan crops)."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        if not self.images.preprocessed:
+            return None
+        features = [self.images.features(entry, self._tower) for r in rows for entry in r["images"]]
+        return BaseModelOutputWithPooling(pooler_output=self.torch.cat(features))
+
+    def _tower(self, pixels):
+        torch = self.torch
+        batch = torch.from_numpy(np.ascontiguousarray(pixels))[None].to(self.device, self.model.dtype)
+        with torch.inference_mode():
+            return self.model.get_image_features(pixel_values=batch, return_dict=True).pooler_output
 
     # ------------------------------------------------------------------ Triton entry points
     def execute(self, requests):
@@ -408,13 +434,15 @@ class TritonPythonModel:
 
 
 class _Held:
-    """One cached image: what the processor gets, and its pixel count for the request budget."""
+    """One cached image: what the processor gets, its pixel count for the request budget, and the
+    vision tower's output for it once computed."""
 
-    __slots__ = ("value", "pixels")
+    __slots__ = ("value", "pixels", "features")
 
     def __init__(self, value, pixels):
         self.value = value
         self.pixels = pixels
+        self.features = None
 
 
 class _ImageCache:
@@ -433,10 +461,11 @@ class _ImageCache:
                                  if self.preprocessed else {})
         self._items = OrderedDict()
         self.hits = self.misses = 0
+        self.tower = {"hit": 0, "miss": 0}
         self.received = {"bytes": 0, "reference": 0, "unknown_reference": 0}
         family = getattr(pb_utils, "MetricFamily", None)  # absent outside a Triton server
         self._families = []  # a family must outlive its metrics, so they are kept too
-        self._metrics = self._received = None
+        self._metrics = self._received = self._tower = None
         if family is not None:
             lookups = family(name="genir_gemma3_image_cache_total",
                              description="Images looked up by content hash: hit = already decoded",
@@ -445,9 +474,13 @@ class _ImageCache:
                               description="Request images by form: bytes, or a reference to a held image "
                                           "(unknown_reference: not held, the client must resend)",
                               kind=family.COUNTER)
-            self._families = [lookups, arrivals]
+            towers = family(name="genir_gemma3_vision_features_total",
+                            description="Vision tower outputs looked up per image: miss = the tower ran",
+                            kind=family.COUNTER)
+            self._families = [lookups, arrivals, towers]
             self._metrics = {r: lookups.Metric(labels={"result": r}) for r in ("hit", "miss")}
             self._received = {f: arrivals.Metric(labels={"form": f}) for f in self.received}
+            self._tower = {r: towers.Metric(labels={"result": r}) for r in self.tower}
 
     def _count(self, result):
         if result == "hit":
@@ -461,6 +494,16 @@ class _ImageCache:
         self.received[form] += 1
         if self._received is not None:
             self._received[form].increment(1)
+
+    def features(self, entry, compute):
+        """The tower's output for a cached image; `compute(pixels)` runs it on a miss."""
+        result = "hit" if entry.features is not None else "miss"
+        if entry.features is None:
+            entry.features = compute(entry.value)
+        self.tower[result] += 1
+        if self._tower is not None:
+            self._tower[result].increment(1)
+        return entry.features
 
     def held(self, key):
         """The entry for a referenced image, or None; counted as a cache lookup when found."""
@@ -476,14 +519,14 @@ class _ImageCache:
         if key in self._items:
             self._items.move_to_end(key)
             self._count("hit")
-            return self._items[key].value
-        value, pixels = self._decode(blob)
+            return self._items[key]
+        entry = _Held(*self._decode(blob))
         self._count("miss")
         if self.entries:
-            self._items[key] = _Held(value, pixels)
+            self._items[key] = entry
             while len(self._items) > self.entries:
                 self._items.popitem(last=False)
-        return value
+        return entry
 
     def _decode(self, blob):
         from PIL import Image
