@@ -3,11 +3,21 @@ paths (`unlabeled2017/000000000008.jpg`). Deterministic for a given seed."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+
+def marked_png(colour, size=(48, 40)) -> bytes:
+    """A flat-colour PNG with one white pixel, so it is not all one value."""
+    buf = io.BytesIO()
+    img = Image.new("RGB", size, colour)
+    img.putpixel((3, 5), (255, 255, 255))
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def shape_image(rng: random.Random, width: int, height: int) -> Image.Image:

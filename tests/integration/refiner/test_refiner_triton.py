@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import io
 import json
 import re
 import sys
@@ -22,23 +21,15 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
-from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
 from services.refiner.triton_launcher import DEFAULT_REPOSITORY, SHM_DIR, TritonProcess
 from tests.support.procs import Proc, free_port, grpcurl, health_status, sample_sum, scrape
 from tests.support.procs import proc_env as proc_env
+from tests.support.shapes import marked_png as png
 
 TOKENS = 12  # small max_new_tokens keeps every call fast
-
-
-def png(colour, size=(48, 40)) -> bytes:
-    buf = io.BytesIO()
-    img = Image.new("RGB", size, colour)
-    img.putpixel((3, 5), (255, 255, 255))
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 RED, BLUE = png((200, 30, 30)), png((20, 40, 220), size=(64, 64))

@@ -14,16 +14,9 @@ import torch
 from PIL import Image
 
 from benchmarks.triton_inprocess import InProcessGemma, Request
+from tests.support.shapes import marked_png as png
 
 TOKENS = 10
-
-
-def png(colour, size=(48, 40)) -> bytes:
-    buf = io.BytesIO()
-    img = Image.new("RGB", size, colour)
-    img.putpixel((5, 3), (255, 255, 255))
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 TARGET, SHOWN = png((200, 30, 30)), png((20, 40, 220), size=(64, 64))
