@@ -1,11 +1,13 @@
 """bench_eval: evaluation throughput (dialogs/s) vs the capacity of the slowest service alone.
 
 Same run, same machine, tiny models, a generated corpus, all services as real processes:
-1. `genir eval`'s runner drives GenIR dialogs through the orchestrator at --concurrency 1, 4, 8,
-   16, 24 (the same targets each time; fresh output folders) -> dialogs/s. Why beyond 8: the
-   generator and Triton both batch up to 8, so 8 dialogs move in lockstep (all render, then all
-   compare, then all refine) and the two services never work at the same time; with 16-24 in
-   flight, cohorts alternate between them and their work overlaps.
+1. `genir eval`'s runner drives GenIR dialogs through the orchestrator at --concurrency 1, 8, 24
+   and 48 (the same targets each time, a sample of them at 1; fresh output folders) -> dialogs/s.
+   Why so many: the generator and Triton both batch up to 8, so 8 dialogs move in lockstep (all
+   render, then all compare, then all refine) and the two services never work at the same time.
+   With 24 in flight the cohorts overlap, but about a third of the dialogs are rendering at any
+   moment, so Triton's batches are not full (measured: 5.9 rows of 8 on average); with 48 they are
+   (7.4), and the refiner works at the rate it has alone.
 2. Each backend alone replays exactly the calls of those dialogs (taken from the recorded
    dialogs: the generator's Generate per round, the retriever's image Search per round, the
    refiner's Caption + Compare/Refine per round), as many dialogs in flight as the highest
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -31,7 +34,9 @@ from benchmarks.common import record
 
 NAME = "eval"
 TARGET = 0.95
-CONCURRENCY = (1, 4, 8, 16, 24)
+CONCURRENCY = (1, 8, 24, 48)
+MAX_VALID_RATIO = 1.05
+C1_DIALOGS = 12  # the slowest run; a sample is enough for its rate and the stage split
 
 
 def _corpus(root: Path, n: int) -> tuple[Path, Path, Path]:
@@ -60,6 +65,20 @@ async def _eval(target: str, targets, cfg, out: Path) -> tuple[float, dict]:
     if res.failed:
         raise RuntimeError(f"eval dialogs failed: {res.failed}")
     return secs, res.finished
+
+
+def _triton_rows_and_runs(stack) -> tuple[float, float]:
+    """(requests answered, execute() calls) of the gemma3 model so far: their ratio is the mean
+    batch Triton ran."""
+    import urllib.request
+
+    from testkit.procs import sample_sum
+
+    url = f"http://127.0.0.1:{stack.metrics_port('triton')}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    return (sample_sum(text, "nv_inference_count_total", model="gemma3"),
+            sample_sum(text, "nv_inference_exec_count_total", model="gemma3"))
 
 
 async def _alone(n_units: int, concurrency: int, unit) -> float:
@@ -156,14 +175,15 @@ def run(quick: bool = False) -> dict:
     from stack.up import Stack
     from testkit.procs import ROOT
 
-    n_dialogs, rounds = (4, 1) if quick else (24, 2)
+    n_dialogs, rounds = (4, 1) if quick else (48, 2)
     models = ROOT / ".cache" / "tiny-models"
     from genir.tiny_models import build_all
 
     build_all(models, seed=0)
     work = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    load_at_start = os.getloadavg()[0]
     try:
-        corpus_file, image_root, queries_file = _corpus(work, 32)
+        corpus_file, image_root, queries_file = _corpus(work, max(32, n_dialogs))  # one dialog per photo
         corpus = load_corpus(corpus_file)
         targets = select_targets(load_queries(queries_file, corpus), n_dialogs)
         collection, seed = "bench", 5
@@ -177,13 +197,20 @@ def run(quick: bool = False) -> dict:
             per = {}
             finished = None
             for c in CONCURRENCY:
-                secs, finished = asyncio.run(_eval(orch, targets, cfg(c), work / f"c{c}"))
+                chosen = targets[:C1_DIALOGS] if c == 1 else targets
+                rows, runs = _triton_rows_and_runs(stack)
+                secs, finished = asyncio.run(_eval(orch, chosen, cfg(c), work / f"c{c}"))
+                rows2, runs2 = _triton_rows_and_runs(stack)
                 if c == 1:
                     c1_records = list(finished.values())
-                per[c] = {"seconds": round(secs, 3), "dialogs_per_s": round(len(targets) / secs, 4)}
+                per[c] = {"dialogs": len(chosen), "seconds": round(secs, 3),
+                          "dialogs_per_s": round(len(chosen) / secs, 4),
+                          "triton_mean_batch": round((rows2 - rows) / max(1.0, runs2 - runs), 2)}
             records = [finished[q.target_id] for q in targets]
+            rows, runs = _triton_rows_and_runs(stack)
             caps = asyncio.run(_capacities(stack, records, work / f"c{CONCURRENCY[-1]}", image_root, corpus,
                                            collection, seed, max(CONCURRENCY)))
+            rows2, runs2 = _triton_rows_and_runs(stack)
         best_c = max(per, key=lambda c: per[c]["dialogs_per_s"])
         # where a dialog's time goes (concurrency 1 run): stage seconds per dialog, from Round.timings
         stages: dict[str, float] = {}
@@ -194,15 +221,26 @@ def run(quick: bool = False) -> dict:
         serial = 1.0 / sum(1.0 / v for v in caps.values())
         slowest = min(caps, key=caps.get)
         ratio = per[best_c]["dialogs_per_s"] / caps[slowest]
+        # The system cannot outrun its slowest service working alone: a ratio above 1 (beyond a few
+        # percent of timing noise) means other work on the shared cores changed the machine's speed
+        # between the runs, and the figure is not a measurement.
+        valid = ratio <= MAX_VALID_RATIO
         details = {"dialogs": len(targets), "rounds_per_dialog": rounds + 1, "mode": "genir",
                    "eval": {str(c): v for c, v in per.items()}, "best_concurrency": best_c,
                    "capacity_dialogs_per_s_alone": {k: round(v, 4) for k, v in caps.items()},
+                   "triton_mean_batch_refiner_alone": round((rows2 - rows) / max(1.0, runs2 - runs), 2),
                    "slowest_service": slowest,
                    "stage_seconds_per_dialog_c1": {k: round(v, 3) for k, v in sorted(stages.items())},
                    "serial_bound_dialogs_per_s": round(serial, 4),
+                   # other work on the machine shows here (a load above the bench's own ~2 = sharing)
+                   "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
                    "note": "all services share this machine's cores; capacities are each service alone "
                            f"replaying the recorded dialogs' calls, {max(CONCURRENCY)} dialogs in flight; serial_bound = "
-                           "1/sum(1/capacity): the rate if the services' work could not overlap at all"}
-        return record(NAME, ratio, TARGET, details)
+                           "1/sum(1/capacity): the rate if the services' work could not overlap at all",
+                   "valid": valid}
+        if not valid:
+            details["invalid_because"] = (f"ratio {ratio:.2f} > {MAX_VALID_RATIO}: the eval beat the slowest service "
+                                          "alone, so the machine's speed changed between the runs (shared cores)")
+        return record(NAME, ratio, TARGET, details, **({} if valid else {"passed": False}))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -26,7 +26,9 @@ def record(name: str, ratio: float, target: float, details: dict, **extra) -> di
     """ratio = ours / reference measured side by side in the same run; passed = ratio >= target."""
     return {"name": name, "ratio": round(float(ratio), 4), "target": target, "passed": bool(ratio >= target),
             "details": details, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
+                                            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                                            # above the bench's own use: other work shared the cores
+                                            "load_average_1m": round(os.getloadavg()[0], 2)},
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
 
 

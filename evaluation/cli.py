@@ -63,8 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f("rounds", default=10, type=int, help="feedback rounds after round 0 (0..20; the paper uses 10)")
     f("out", help="output folder (dialogs.jsonl, summary.json, summary.csv, hits_at_k.png, report.html)")
     f("limit", default=None, type=int, help="only the first N targets of the queries file")
-    f("concurrency", default=16, type=int,
-      help="dialogs in flight; 2-3x the services' batch size lets the generator and Triton overlap")
+    f("concurrency", default=48, type=int,
+      help="dialogs in flight; ~6x the services' batch size keeps the slowest one's batches full while "
+           "the others work (benchmarks/bench_eval.py)")
     f("shard", default=None, help="I/N: run the I-th of N deterministic parts of the targets (merge afterwards)")
     f("k", default="1,5,10", help="cut-offs for Hits/Recall/MRR, comma-separated (headline 10)")
     f("seed", default=0, type=int, help="base seed; round seeds derive from (seed, target id, round)")

@@ -24,6 +24,11 @@ def png(width: int = 32, height: int = 32, colour=(200, 40, 40), *, marks=(), mo
     return buf.getvalue()
 
 
+def marked_png(colour, size=(48, 40)) -> bytes:
+    """A flat-colour PNG with one white pixel, so it is not all one value."""
+    return png(*size, colour, marks=[((3, 5), (255, 255, 255))])
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

@@ -8,6 +8,7 @@ it last. Tiny weights give random words: tests check plumbing, determinism and b
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import json
 import re
 import sys
@@ -22,18 +23,14 @@ import pytest
 import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
-import testkit.images
 from genir.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
 from services.refiner.triton_repository import DEFAULT_REPOSITORY
 from stack.triton import SHM_DIR, TritonProcess
+from testkit.images import marked_png as png
 from testkit.procs import Proc, free_port, grpcurl, health_status, sample_sum, scrape
 from testkit.procs import proc_env as proc_env
 
 TOKENS = 12  # small max_new_tokens keeps every call fast
-
-
-def png(colour, size=(48, 40)) -> bytes:
-    return testkit.images.png(*size, colour, marks=[((3, 5), (255, 255, 255))])
 
 
 RED, BLUE = png((200, 30, 30)), png((20, 40, 220), size=(64, 64))
@@ -143,6 +140,22 @@ def test_direct_call_with_two_images_returns_text_and_token_counts(triton):
     plain = direct_infer(triton, [{"role": "user", "content": "Compare these two pictures."}], [],
                          {"max_new_tokens": 1, "temperature": 0})
     assert prompt_tokens > int(plain.as_numpy("prompt_tokens")[0, 0]) + 2
+
+
+def reference(data: bytes) -> bytes:
+    return b"sha256:" + hashlib.sha256(data).hexdigest().encode()
+
+
+def test_a_held_image_can_be_named_by_its_hash_and_an_unknown_one_is_refused(triton):
+    params = {"max_new_tokens": TOKENS, "seed": 9}
+    fresh = png((1, 2, 3), size=(50, 30))
+    with pytest.raises(InferenceServerException) as e:
+        direct_infer(triton, TWO_IMAGES, [reference(fresh), BLUE], params)   # never sent
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert f"images[0]: unknown image sha256:{hashlib.sha256(fresh).hexdigest()}" in e.value.message()
+    sent = direct_infer(triton, TWO_IMAGES, [fresh, BLUE], params).as_numpy("text")[0, 0]
+    named = direct_infer(triton, TWO_IMAGES, [reference(fresh), reference(BLUE)], params).as_numpy("text")[0, 0]
+    assert named == sent
 
 
 @pytest.mark.parametrize("messages,images,params,needle", [
@@ -337,12 +350,17 @@ def test_metrics_count_tokens_and_calls(refiner):
 
 
 # ---------------------------------------------------------------------- keep last: kills Triton
-def image_cache_counts(triton) -> dict[str, float]:
-    """The model's image-cache counters on Triton's metrics port, once they stop moving."""
+def model_counts(triton) -> dict[str, float]:
+    """The model's image counters on Triton's metrics port, once they stop moving."""
     def read():
         with urllib.request.urlopen(triton.metrics_url, timeout=5) as r:
             text = r.read().decode()
-        return {k: sample_sum(text, "genir_gemma3_image_cache_total", result=k) for k in ("hit", "miss")}
+        counts = {k: sample_sum(text, "genir_gemma3_image_cache_total", result=k) for k in ("hit", "miss")}
+        counts.update({k: sample_sum(text, "genir_gemma3_images_received_total", form=k)
+                       for k in ("bytes", "reference", "unknown_reference")})
+        counts.update({f"tower_{k}": sample_sum(text, "genir_gemma3_vision_features_total", result=k)
+                       for k in ("hit", "miss")})
+        return counts
 
     last = read()
     for _ in range(20):
@@ -354,21 +372,31 @@ def image_cache_counts(triton) -> dict[str, float]:
     return last
 
 
-def test_a_dialogs_target_is_decoded_once(refiner, triton):
-    """Caption, then two compare + refine rounds: the target goes to Triton five times and is
-    decoded once; each rendering once. Counted by the model itself on Triton's metrics port."""
-    stub, _, _, _ = refiner
+def refiner_sent(mport) -> dict[str, float]:
+    text = scrape(mport)
+    return {k: sample_sum(text, "genir_refiner_triton_images_total", form=k) for k in ("bytes", "reference")}
+
+
+def test_a_dialogs_target_is_decoded_once_and_sent_once(refiner, triton):
+    """Caption, then two compare + refine rounds: the target goes to Triton five times, as bytes
+    once and by its hash after that, and is decoded and run through the vision tower once; each
+    rendering once. Counted by the model itself on Triton's metrics port and by the refiner's client."""
+    stub, _, mport, _ = refiner
     target, shown = image(png((11, 222, 33), size=(60, 44))), [image(png((90, 90, 250 - i))) for i in range(2)]
-    before = image_cache_counts(triton)
+    before, sent_before = model_counts(triton), refiner_sent(mport)
     caption = stub.Caption(refiner_pb2.CaptionRequest(target=target, sampling=sampling())).text or "x"
     for gen in shown:
         fb = stub.Compare(refiner_pb2.CompareRequest(target=target, generated=gen, caption=caption,
                                                      sampling=sampling())).text or "y"
         caption = stub.Refine(refiner_pb2.RefineRequest(caption=caption, feedback=fb, target=target,
                                                         sampling=sampling())).text or "x"
-    after = image_cache_counts(triton)
-    assert after["miss"] - before["miss"] == 3          # the target and two renderings, once each
-    assert after["hit"] - before["hit"] == 4            # the target's four later trips
+    after, sent_after = model_counts(triton), refiner_sent(mport)
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta["miss"] == 3          # the target and two renderings, decoded once each
+    assert delta["hit"] == 4           # the target's four later trips
+    assert (delta["bytes"], delta["reference"], delta["unknown_reference"]) == (3, 4, 0)
+    assert (delta["tower_miss"], delta["tower_hit"]) == (3, 4)   # the vision tower, too, once per image
+    assert {k: sent_after[k] - sent_before[k] for k in sent_after} == {"bytes": 3, "reference": 4}
 
 
 def test_triton_killed_gives_unavailable_then_recovers_after_restart(refiner, triton, tmp_path):
@@ -399,6 +427,13 @@ def test_triton_killed_gives_unavailable_then_recovers_after_restart(refiner, tr
         client.close()
         assert params["batch_invariant"]["string_value"] == "true" and params["num_threads"]["string_value"] == "1"
         assert stub.Caption(request, timeout=60).text == before  # same seed, same text, new server
+        # the refiner named the image by its hash; the new server did not hold it; the bytes followed
+        counts = model_counts(triton)
+        assert (counts["unknown_reference"], counts["bytes"], counts["reference"]) == (1, 1, 0)
+        # and the dialog goes on by reference again
+        stub.Compare(refiner_pb2.CompareRequest(target=image(RED), generated=image(RED), caption="a red square",
+                                                sampling=sampling()), timeout=60)
+        assert model_counts(triton)["reference"] == 2
         deadline = time.monotonic() + 15
         while health_status(target) != 1 and time.monotonic() < deadline:
             time.sleep(0.2)

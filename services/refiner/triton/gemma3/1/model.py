@@ -3,7 +3,9 @@
 Tensors (the first dimension is the batch, B rows per request, usually 1):
   in   messages           STRING [B, 1]  JSON chat messages with {"type": "image"} placeholders
   in   images             STRING [B, N]  encoded images for the placeholders, in order; N may be 0;
-                                         empty elements are ignored (padding)
+                                         empty elements are ignored (padding); an element
+                                         b"sha256:<64 hex>" names an image this instance already
+                                         holds (see below)
   in   sampling           STRING [B, 1]  JSON {temperature, top_p, top_k, max_new_tokens,
                                          repetition_penalty, seed}; "{}" = defaults
   out  text               STRING [B, 1]
@@ -25,7 +27,17 @@ sampled differently batched than alone. The `batch_invariant` parameter runs row
 Images are decoded once: each image is keyed by the SHA-256 of its bytes, and its decoded,
 preprocessed pixels stay in a bounded LRU (`image_cache_entries`, default 64), so a dialog's target,
 sent with every caption, compare and refine call, is decoded and resized once, not once per call.
-Counters: genir_gemma3_image_cache_total{result="hit"|"miss"} on Triton's metrics port.
+The vision tower's output for the image is kept with it (computed for one image at a time, so it
+does not depend on batch-mates) and handed to generate() as `mm_encoder_outputs`, so the tower too
+runs once per image, not once per call. Counters on Triton's metrics port:
+genir_gemma3_image_cache_total{result="hit"|"miss"} (decodes) and
+genir_gemma3_vision_features_total{result="hit"|"miss"} (tower runs).
+
+Images cross the wire once: a client may send b"sha256:<hex of the image's SHA-256>" instead of
+bytes it sent before. When this instance still holds that image (LRU, one cache per instance, empty
+after a restart) it is used as if sent; otherwise the request fails with INVALID_ARG and a message
+starting "unknown image sha256:", and the client resends the bytes (triton_client.py). How images
+arrived: genir_gemma3_images_received_total{form="bytes"|"reference"|"unknown_reference"}.
 
 Model path: the `model_path` parameter of config.pbtxt (see the comment there).
 """
@@ -46,8 +58,22 @@ CANCEL_CHECK_EVERY = 8  # generation steps between is_cancelled() polls (each is
 IMAGE_CACHE_ENTRIES = 64  # decoded, preprocessed images kept (about 9.6 MB each at Gemma-3's 896 px)
 
 
+REFERENCE_PREFIX = b"sha256:"  # an images element naming a held image: this prefix + 64 hex digits
+UNKNOWN_IMAGE = "unknown image sha256:"  # the miss message's start; triton_client.py looks for it
+
+
 class BadRequest(Exception):
     """A client mistake; answered with INVALID_ARG."""
+
+
+def _reference(blob):
+    """The SHA-256 digest an images element names, or None when the element is image bytes."""
+    if len(blob) != len(REFERENCE_PREFIX) + 64 or not blob.startswith(REFERENCE_PREFIX):
+        return None
+    try:
+        return bytes.fromhex(blob[len(REFERENCE_PREFIX):].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 class _OneByOne(Exception):
@@ -234,13 +260,24 @@ class TritonPythonModel:
     def _images(self, row, expected):
         from PIL import Image
 
-        blobs = [b for b in row if b is not None and len(b) > 0]
+        blobs = [bytes(b) for b in row if b is not None and len(b) > 0]
         if len(blobs) != expected:
             raise BadRequest(f"images: {len(blobs)} given but the messages have {expected} image placeholders")
-        total, formats = 0, []
+        total, held, formats = 0, {}, []
         for i, blob in enumerate(blobs):   # headers first: the budget holds before any pixel is decoded
+            key = _reference(blob)
+            if key is not None:            # sent before: its size was checked then and kept
+                entry = self.images.held(key)
+                if entry is None:
+                    raise BadRequest(f"images[{i}]: {UNKNOWN_IMAGE}{key.hex()} is not held here (evicted, or "
+                                     "the server restarted); send the image's bytes")
+                held[i] = entry
+                formats.append("held")
+                total += entry.pixels
+                continue
+            self.images.count_received("bytes")
             try:
-                header = Image.open(io.BytesIO(bytes(blob)))
+                header = Image.open(io.BytesIO(blob))
             except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
                 raise BadRequest(f"images[{i}]: cannot decode ({type(e).__name__}: {e})") from None
             w, h = header.size
@@ -252,8 +289,11 @@ class TritonPythonModel:
             raise BadRequest(f"images: {total} pixels in all, over the per-request budget of {self.max_request_pixels}")
         out = []
         for i, blob in enumerate(blobs):   # decoded (and preprocessed) once per distinct image
+            if i in held:
+                out.append(held[i])
+                continue
             try:
-                out.append(self.images.get(bytes(blob)))
+                out.append(self.images.get(blob))
             except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
                 raise BadRequest(f"images[{i}]: truncated or corrupt {formats[i]} data ({type(e).__name__}: {e})") from None
         return out
@@ -277,7 +317,7 @@ class TritonPythonModel:
     def _encode(self, rows):
         texts = [self.processor.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
                  for r in rows]
-        images = [r["images"] for r in rows]
+        images = [[entry.value for entry in r["images"]] for r in rows]
         kwargs = {"images": images, **self.images.processor_kwargs} if any(images) else {}
         return self.processor(text=texts, padding=True, return_tensors="pt", **kwargs)
 
@@ -310,7 +350,12 @@ class TritonPythonModel:
             lengths = enc["attention_mask"].sum(dim=1).tolist()
         enc = enc.to(self.device)
         if "pixel_values" in enc:
-            enc["pixel_values"] = enc["pixel_values"].to(self.model.dtype)
+            features = self._image_features(rows)
+            if features is None:
+                enc["pixel_values"] = enc["pixel_values"].to(self.model.dtype)
+            else:   # generate() takes the tower's output instead of running it on the pixels
+                enc.pop("pixel_values")
+                enc["mm_encoder_outputs"] = {"image": features}
         width = enc["input_ids"].shape[1]
         params = [r["sampling"] for r in rows]
         limits = torch.tensor([p["max_new_tokens"] for p in params], device=self.device)
@@ -335,6 +380,23 @@ class TritonPythonModel:
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             results[i] = (text, int(lengths[slot]), produced)
         return results
+
+    def _image_features(self, rows):
+        """The vision tower's output for every image of `rows`, in order, run once per distinct
+        image (alone, so the result does not depend on its batch-mates) and kept with the image.
+        None when cached images are not one-to-one with tower inputs (pan-and-scan crops)."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        if not self.images.preprocessed:
+            return None
+        features = [self.images.features(entry, self._tower) for r in rows for entry in r["images"]]
+        return BaseModelOutputWithPooling(pooler_output=self.torch.cat(features))
+
+    def _tower(self, pixels):
+        torch = self.torch
+        batch = torch.from_numpy(np.ascontiguousarray(pixels))[None].to(self.device, self.model.dtype)
+        with torch.inference_mode():
+            return self.model.get_image_features(pixel_values=batch, return_dict=True).pooler_output
 
     # ------------------------------------------------------------------ Triton entry points
     def execute(self, requests):
@@ -402,6 +464,18 @@ class TritonPythonModel:
         self.processor = None
 
 
+class _Held:
+    """One cached image: what the processor gets, its pixel count for the request budget, and the
+    vision tower's output for it once computed."""
+
+    __slots__ = ("value", "pixels", "features")
+
+    def __init__(self, value, pixels):
+        self.value = value
+        self.pixels = pixels
+        self.features = None
+
+
 class _ImageCache:
     """Decoded images by content hash, least recently used dropped first.
 
@@ -418,13 +492,26 @@ class _ImageCache:
                                  if self.preprocessed else {})
         self._items = OrderedDict()
         self.hits = self.misses = 0
+        self.tower = {"hit": 0, "miss": 0}
+        self.received = {"bytes": 0, "reference": 0, "unknown_reference": 0}
         family = getattr(pb_utils, "MetricFamily", None)  # absent outside a Triton server
-        self._family = self._metrics = None
-        if family is not None:  # the family must outlive its metrics, so it is kept too
-            self._family = family(name="genir_gemma3_image_cache_total",
-                                  description="Images looked up by content hash: hit = already decoded",
-                                  kind=family.COUNTER)
-            self._metrics = {r: self._family.Metric(labels={"result": r}) for r in ("hit", "miss")}
+        self._families = []  # a family must outlive its metrics, so they are kept too
+        self._metrics = self._received = self._tower = None
+        if family is not None:
+            lookups = family(name="genir_gemma3_image_cache_total",
+                             description="Images looked up by content hash: hit = already decoded",
+                             kind=family.COUNTER)
+            arrivals = family(name="genir_gemma3_images_received_total",
+                              description="Request images by form: bytes, or a reference to a held image "
+                                          "(unknown_reference: not held, the client must resend)",
+                              kind=family.COUNTER)
+            towers = family(name="genir_gemma3_vision_features_total",
+                            description="Vision tower outputs looked up per image: miss = the tower ran",
+                            kind=family.COUNTER)
+            self._families = [lookups, arrivals, towers]
+            self._metrics = {r: lookups.Metric(labels={"result": r}) for r in ("hit", "miss")}
+            self._received = {f: arrivals.Metric(labels={"form": f}) for f in self.received}
+            self._tower = {r: towers.Metric(labels={"result": r}) for r in self.tower}
 
     def _count(self, result):
         if result == "hit":
@@ -434,29 +521,54 @@ class _ImageCache:
         if self._metrics is not None:
             self._metrics[result].increment(1)
 
+    def count_received(self, form):
+        self.received[form] += 1
+        if self._received is not None:
+            self._received[form].increment(1)
+
+    def features(self, entry, compute):
+        """The tower's output for a cached image; `compute(pixels)` runs it on a miss."""
+        result = "hit" if entry.features is not None else "miss"
+        if entry.features is None:
+            entry.features = compute(entry.value)
+        self.tower[result] += 1
+        if self._tower is not None:
+            self._tower[result].increment(1)
+        return entry.features
+
+    def held(self, key):
+        """The entry for a referenced image, or None; counted as a cache lookup when found."""
+        entry = self._items.get(key)
+        self.count_received("unknown_reference" if entry is None else "reference")
+        if entry is not None:
+            self._items.move_to_end(key)
+            self._count("hit")
+        return entry
+
     def get(self, blob):
         key = hashlib.sha256(blob).digest()
         if key in self._items:
             self._items.move_to_end(key)
             self._count("hit")
             return self._items[key]
-        value = self._decode(blob)
+        entry = _Held(*self._decode(blob))
         self._count("miss")
         if self.entries:
-            self._items[key] = value
+            self._items[key] = entry
             while len(self._items) > self.entries:
                 self._items.popitem(last=False)
-        return value
+        return entry
 
     def _decode(self, blob):
         from PIL import Image
 
         img = Image.open(io.BytesIO(blob))
         img.load()
+        pixels = img.size[0] * img.size[1]
         img = img.convert("RGB")
         if not self.preprocessed:
-            return img
-        return self.image_processor(img, return_tensors="np")["pixel_values"][0]
+            return img, pixels
+        return self.image_processor(img, return_tensors="np")["pixel_values"][0], pixels
 
 
 class _RowSampler:
