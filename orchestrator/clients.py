@@ -5,11 +5,17 @@ deadline (the backend's per-call timeout, cut to what is left of the overall bud
 failures (UNAVAILABLE, RESOURCE_EXHAUSTED) are retried with exponential backoff and jitter
 while the overall deadline allows; anything else (INVALID_ARGUMENT, NOT_FOUND, ...) fails at once.
 A final failure is raised as a services.common.errors exception whose message names the backend.
+
+The refiner's client sends each image once: it remembers (bounded) the SHA-256 of images the
+refiner has accepted and names those by `Image.sha256` afterwards. A refiner that does not hold
+one (evicted, restarted, another replica behind round_robin) answers FAILED_PRECONDITION
+"unknown image sha256:..."; the client then forgets the request's hashes and sends the bytes once more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
@@ -17,15 +23,16 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from genir.v1 import generator_pb2_grpc, refiner_pb2_grpc, retriever_pb2_grpc
+from genir.v1 import common_pb2, generator_pb2_grpc, refiner_pb2_grpc, retriever_pb2_grpc
 from services.common import errors
 from services.common.channels import open_channel
+from services.common.digests import UNKNOWN_IMAGE, SentImages
 from services.common.retry import RetryPolicy
 
 log = logging.getLogger("genir.orchestrator.clients")
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-
+REFINER_IMAGE_FIELDS = ("target", "generated")   # every image field of the refiner's requests
 
 
 @dataclass
@@ -84,12 +91,56 @@ class ServiceClient:
         await self.channel.close()
 
 
+class RefinerClient(ServiceClient):
+    """The refiner's client: images the refiner already holds go by their sha256, not their bytes."""
+
+    def __init__(self, cfg: ClientConfig):
+        super().__init__(cfg, refiner_pb2_grpc.RefinerStub)
+        self.sent = SentImages()
+
+    async def call(self, method: str, request, *, deadline: float | None = None):
+        digests = image_digests(request)
+        if not digests:
+            return await super().call(method, request, deadline=deadline)
+        wire = by_reference(request, digests, self.sent)
+        try:
+            response = await super().call(method, wire, deadline=deadline)
+        except errors.FailedPrecondition as e:
+            if wire is request or UNKNOWN_IMAGE not in e.message:
+                raise
+            log.info("refiner %s: %s; sending the bytes again", method, e.message)
+            self.sent.forget(digests.values())
+            response = await super().call(method, request, deadline=deadline)
+        self.sent.add(digests.values())
+        return response
+
+
+def image_digests(request) -> dict[str, bytes]:
+    """SHA-256 of each image a refiner request carries as bytes, by field."""
+    return {f: hashlib.sha256(getattr(request, f).data).digest() for f in REFINER_IMAGE_FIELDS
+            if request.DESCRIPTOR.fields_by_name.get(f) and request.HasField(f) and getattr(request, f).data}
+
+
+def by_reference(request, digests: dict[str, bytes], sent: SentImages):
+    """`request` with each image the refiner was sent before named by its hash (itself if none was)."""
+    known = [f for f, d in digests.items() if d in sent]
+    if not known:
+        return request
+    wire = type(request)()
+    wire.CopyFrom(request)
+    for f in known:
+        img = getattr(request, f)
+        getattr(wire, f).CopyFrom(common_pb2.Image(sha256=digests[f].hex(), mime_type=img.mime_type,
+                                                   width=img.width, height=img.height))
+    return wire
+
+
 class ServiceClients:
     """The generator, refiner and retriever clients the round engine uses."""
 
     def __init__(self, generator: ClientConfig, refiner: ClientConfig, retriever: ClientConfig):
         self.generator = ServiceClient(generator, generator_pb2_grpc.GeneratorStub)
-        self.refiner = ServiceClient(refiner, refiner_pb2_grpc.RefinerStub)
+        self.refiner = RefinerClient(refiner)
         self.retriever = ServiceClient(retriever, retriever_pb2_grpc.RetrieverStub)
 
     @classmethod

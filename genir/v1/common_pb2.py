@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15genir/v1/common.proto\x12\x08genir.v1\"T\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0b\n\x03ref\x18\x05 \x01(\t\"\x99\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\x04rank\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12+\n\x07payload\x18\x04 \x03(\x0b\x32\x1a.genir.v1.Hit.PayloadEntry\x1a.\n\x0cPayloadEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_rank\"(\n\x06Timing\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xf4\x01\n\x08Sampling\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x12\n\x05top_k\x18\x06 \x01(\x05H\x05\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x11\n\x0f_max_new_tokensB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x08\n\x06_top_k*h\n\rImageDelivery\x12\x1e\n\x1aIMAGE_DELIVERY_UNSPECIFIED\x10\x00\x12\x19\n\x15IMAGE_DELIVERY_INLINE\x10\x01\x12\x1c\n\x18IMAGE_DELIVERY_REFERENCE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15genir/v1/common.proto\x12\x08genir.v1\"d\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0b\n\x03ref\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\"\x99\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\x04rank\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12+\n\x07payload\x18\x04 \x03(\x0b\x32\x1a.genir.v1.Hit.PayloadEntry\x1a.\n\x0cPayloadEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_rank\"(\n\x06Timing\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"\xf4\x01\n\x08Sampling\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x12\n\x05top_k\x18\x06 \x01(\x05H\x05\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x11\n\x0f_max_new_tokensB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x08\n\x06_top_k*h\n\rImageDelivery\x12\x1e\n\x1aIMAGE_DELIVERY_UNSPECIFIED\x10\x00\x12\x19\n\x15IMAGE_DELIVERY_INLINE\x10\x01\x12\x1c\n\x18IMAGE_DELIVERY_REFERENCE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,16 +33,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HIT_PAYLOADENTRY']._loaded_options = None
   _globals['_HIT_PAYLOADENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGEDELIVERY']._serialized_start=566
-  _globals['_IMAGEDELIVERY']._serialized_end=670
+  _globals['_IMAGEDELIVERY']._serialized_start=582
+  _globals['_IMAGEDELIVERY']._serialized_end=686
   _globals['_IMAGE']._serialized_start=35
-  _globals['_IMAGE']._serialized_end=119
-  _globals['_HIT']._serialized_start=122
-  _globals['_HIT']._serialized_end=275
-  _globals['_HIT_PAYLOADENTRY']._serialized_start=220
-  _globals['_HIT_PAYLOADENTRY']._serialized_end=266
-  _globals['_TIMING']._serialized_start=277
-  _globals['_TIMING']._serialized_end=317
-  _globals['_SAMPLING']._serialized_start=320
-  _globals['_SAMPLING']._serialized_end=564
+  _globals['_IMAGE']._serialized_end=135
+  _globals['_HIT']._serialized_start=138
+  _globals['_HIT']._serialized_end=291
+  _globals['_HIT_PAYLOADENTRY']._serialized_start=236
+  _globals['_HIT_PAYLOADENTRY']._serialized_end=282
+  _globals['_TIMING']._serialized_start=293
+  _globals['_TIMING']._serialized_end=333
+  _globals['_SAMPLING']._serialized_start=336
+  _globals['_SAMPLING']._serialized_end=580
 # @@protoc_insertion_point(module_scope)

@@ -17,18 +17,20 @@ IMAGE_DELIVERY_INLINE: ImageDelivery
 IMAGE_DELIVERY_REFERENCE: ImageDelivery
 
 class Image(_message.Message):
-    __slots__ = ("data", "mime_type", "width", "height", "ref")
+    __slots__ = ("data", "mime_type", "width", "height", "ref", "sha256")
     DATA_FIELD_NUMBER: _ClassVar[int]
     MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     mime_type: str
     width: int
     height: int
     ref: str
-    def __init__(self, data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., ref: _Optional[str] = ...) -> None: ...
+    sha256: str
+    def __init__(self, data: _Optional[bytes] = ..., mime_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., ref: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "rank", "payload")

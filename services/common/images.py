@@ -55,13 +55,15 @@ def header_pixels(data: bytes, field: str, max_pixels: int = DEFAULT_MAX_PIXELS)
 
 def check_request_pixels(items, max_pixels: int, max_request_pixels: int) -> None:
     """items: (bytes, field) of one request; refuses the request when their headers sum over the budget."""
-    total, n = 0, 0
-    for data, field in items:
-        total += header_pixels(data, field, max_pixels)
-        n += 1
+    check_pixel_budget([header_pixels(data, field, max_pixels) for data, field in items], max_request_pixels)
+
+
+def check_pixel_budget(pixels: list[int], max_request_pixels: int) -> None:
+    """Refuses one request whose images (their checked pixel counts) sum over the budget."""
+    total = sum(pixels)
     if total > max_request_pixels:
-        raise InvalidArgument(f"images: {n} image(s) of {total} pixels in all, over the per-request budget of "
-                              f"{max_request_pixels} pixels; send fewer or smaller images per call")
+        raise InvalidArgument(f"images: {len(pixels)} image(s) of {total} pixels in all, over the per-request "
+                              f"budget of {max_request_pixels} pixels; send fewer or smaller images per call")
 
 
 def check_protos(items, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -12,8 +12,11 @@ start-up and logs whether it is ready. While Triton is down, calls fail fast wit
 naming Triton's address (after retrying for --triton-retry-seconds); callers retry UNAVAILABLE
 with backoff.
 
-Metrics (besides grpc_server_*): genir_refiner_tokens_total{kind="prompt"|"completion"} and
-genir_refiner_triton_seconds{prompt} (one Triton call, retries included). Triton's own
+Images arrive as bytes once and by their sha256 after that (image_cache.py, --image-cache-mb).
+
+Metrics (besides grpc_server_*): genir_refiner_tokens_total{kind="prompt"|"completion"},
+genir_refiner_triton_seconds{prompt} (one Triton call, retries included) and
+genir_refiner_images_received_total{form="bytes"|"reference"|"unknown_reference"}. Triton's own
 nv_inference_* series (request/queue/compute times, nv_inference_count vs nv_inference_exec_count
 for batching) are on Triton's metrics port (8002); scrape both (README.md).
 """
@@ -34,6 +37,7 @@ from services.common import config, images, server, tls, validation
 from services.common.errors import InvalidArgument
 from services.common.server import Service, serve
 from services.refiner import postprocess, prompts
+from services.refiner.image_cache import ImageCache
 from services.refiner.triton_client import TritonVLM
 
 log = logging.getLogger("genir.refiner")
@@ -64,6 +68,8 @@ class RefinerConfig(config.ClientTLSConfig, config.ServerConfig):
         "how often health re-checks Triton's readiness (NOT_SERVING while it is not ready)", 2.0)
     max_new_tokens_limit: int = config.flag("largest sampling.max_new_tokens accepted", contract.MAX_NEW_TOKENS_LIMIT)
     model_id: str | None = config.flag("model id reported in responses (default: --triton-model)")
+    image_cache_mb: int = config.flag(
+        "MiB of received images kept by sha256 so callers can name them again (0: bytes every call)", 256)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,11 +122,12 @@ def parse_source(source: int) -> str:
 
 class FieldBytes(bytes):
     """An image's bytes with the request field they came from, so an error from Triton about
-    "images[i]" of a prompt can name the field instead."""
+    "images[i]" of a prompt can name the field instead, and their SHA-256 (hashed once, on arrival)."""
 
-    def __new__(cls, data: bytes, field: str):
+    def __new__(cls, data: bytes, field: str, digest: bytes | None = None):
         obj = super().__new__(cls, data)
         obj.field = field
+        obj.digest = digest
         return obj
 
 
@@ -141,45 +148,46 @@ class Limits:
     max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS
 
 
-def request_images(limits: Limits, *specs: tuple) -> list[bytes | None]:
-    """Bytes of (msg, field, required) images of one request, checked from their headers only
-    (format, per-image cap, one pixel budget for all): the Triton model decodes each distinct
-    image once and keeps it by content hash, so decoding here too would double the work for
-    every call. Data that is corrupt past its header comes back from Triton as INVALID_ARGUMENT
-    naming the image."""
-    present = [(msg, field) for msg, field, required in specs
-               if required or (msg is not None and (msg.data or msg.ref))]
-    images.check_protos(present, limits.max_pixels, limits.max_request_pixels)
-    chosen = {field for _, field in present}
-    return [FieldBytes(msg.data, field) if field in chosen else None for msg, field, _ in specs]
+def request_images(limits: Limits, cache: ImageCache | None, *specs: tuple) -> list[bytes | None]:
+    """Bytes of (msg, field, required) images of one request, given as bytes or as the sha256 of
+    bytes `cache` holds. Bytes are checked from their headers only, once, when they arrive
+    (format, per-image cap); a hash reuses that check; all images share one pixel budget. The
+    Triton model decodes each distinct image once and keeps it by content hash, so decoding here
+    too would double the work for every call. Data that is corrupt past its header comes back
+    from Triton as INVALID_ARGUMENT naming the image."""
+    cache = cache if cache is not None else ImageCache(0)   # nothing kept: bytes only
+    present = {field: cache.resolve(msg, field, limits.max_pixels) for msg, field, required in specs
+               if required or (msg is not None and (msg.data or msg.ref or msg.sha256))}
+    images.check_pixel_budget([c.pixels for c in present.values()], limits.max_request_pixels)
+    return [FieldBytes(c.data, field, c.digest) if (c := present.get(field)) else None for _, field, _ in specs]
 
 
 def _budget(request, limits: Limits) -> dict:
     return {"tokens": requested_tokens(request.sampling, limits.max_new_tokens), "limit": limits.max_new_tokens}
 
 
-def parse_caption(request, limits: Limits) -> prompts.Prompt:
+def parse_caption(request, limits: Limits, cache: ImageCache | None = None) -> prompts.Prompt:
     style = parse_style(request.style)
     pset = parse_prompt_set(request.prompt_set)
-    (target,) = request_images(limits, (request.target, "target", True))
+    (target,) = request_images(limits, cache, (request.target, "target", True))
     return pset.caption(target, style, **_budget(request, limits))
 
 
-def parse_compare(request, limits: Limits) -> prompts.Prompt:
+def parse_compare(request, limits: Limits, cache: ImageCache | None = None) -> prompts.Prompt:
     retrieval = parse_style(request.style) == "retrieval"
     pset = parse_prompt_set(request.prompt_set)
-    target, generated = request_images(limits, (request.target, "target", True),
+    target, generated = request_images(limits, cache, (request.target, "target", True),
                                        (request.generated, "generated", True))
     caption = validation.text(request.caption, "caption")
     return pset.compare(target, generated, caption, retrieval=retrieval, **_budget(request, limits))
 
 
-def parse_refine(request, limits: Limits) -> prompts.Prompt:
+def parse_refine(request, limits: Limits, cache: ImageCache | None = None) -> prompts.Prompt:
     pset = parse_prompt_set(request.prompt_set)
     source = parse_source(request.feedback_source)
     caption = validation.text(request.caption, "caption")
     feedback = validation.text(request.feedback, "feedback")
-    target, generated = request_images(limits, (request.target, "target", False),
+    target, generated = request_images(limits, cache, (request.target, "target", False),
                                        (request.generated, "generated", False))
     rank = None
     if request.HasField("shown_rank"):
@@ -192,17 +200,18 @@ def parse_refine(request, limits: Limits) -> prompts.Prompt:
                        **_budget(request, limits))
 
 
-def parse_critique(request, limits: Limits) -> prompts.Prompt:
+def parse_critique(request, limits: Limits, cache: ImageCache | None = None) -> prompts.Prompt:
     pset = parse_prompt_set(request.prompt_set)
-    (target,) = request_images(limits, (request.target, "target", True))
+    (target,) = request_images(limits, cache, (request.target, "target", True))
     caption = validation.text(request.caption, "caption")
     return pset.critique(target, caption, **_budget(request, limits))
 
 
 class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
     def __init__(self, vlm: TritonVLM, *, model_id: str, max_new_tokens: int, max_pixels: int,
-                 max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS):
+                 max_request_pixels: int = images.DEFAULT_MAX_REQUEST_PIXELS, image_cache_mb: int = 0):
         self.vlm = vlm
+        self.images = ImageCache(image_cache_mb * 2**20)
         self.model_id = model_id
         self.limits = Limits(max_new_tokens, max_pixels, max_request_pixels)
 
@@ -227,16 +236,16 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServicer):
 
     # ------------------------------------------------------------------ RPCs
     async def Caption(self, request, context):
-        return await self._run(parse_caption(request, self.limits), request.sampling, context)
+        return await self._run(parse_caption(request, self.limits, self.images), request.sampling, context)
 
     async def Compare(self, request, context):
-        return await self._run(parse_compare(request, self.limits), request.sampling, context)
+        return await self._run(parse_compare(request, self.limits, self.images), request.sampling, context)
 
     async def Refine(self, request, context):
-        return await self._run(parse_refine(request, self.limits), request.sampling, context)
+        return await self._run(parse_refine(request, self.limits, self.images), request.sampling, context)
 
     async def Critique(self, request, context):
-        return await self._run(parse_critique(request, self.limits), request.sampling, context)
+        return await self._run(parse_critique(request, self.limits, self.images), request.sampling, context)
 
     async def Info(self, request, context):
         return refiner_pb2.RefinerInfo(
@@ -252,13 +261,15 @@ def build(cfg: RefinerConfig) -> tuple[TritonVLM, RefinerServicer]:
                     retry_seconds=cfg.triton_retry_seconds, max_message_mb=cfg.max_message_mb, creds=creds)
     servicer = RefinerServicer(vlm, model_id=cfg.model_id or cfg.triton_model,
                                max_new_tokens=cfg.max_new_tokens_limit, max_pixels=cfg.max_image_pixels,
-                               max_request_pixels=cfg.max_request_pixels)
+                               max_request_pixels=cfg.max_request_pixels, image_cache_mb=cfg.image_cache_mb)
     return vlm, servicer
 
 
 def check(cfg: RefinerConfig) -> str | None:
     if cfg.max_new_tokens_limit < 1 or cfg.triton_timeout <= 0:
         return "--max-new-tokens-limit must be >= 1 and --triton-timeout > 0"
+    if cfg.image_cache_mb < 0:
+        return "--image-cache-mb must be >= 0"
     return None
 
 

@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,7 @@ from tritonclient.utils import InferenceServerException
 
 from services.common import errors
 from services.common.channels import channel_options
+from services.common.digests import UNKNOWN_IMAGE, SentImages
 from services.common.retry import RetryPolicy
 
 log = logging.getLogger("genir.refiner.triton")
@@ -51,8 +51,6 @@ RETRY = RetryPolicy(attempts=None, initial_backoff=0.1, max_backoff=1.0, jitter=
 OUTPUTS = ("text", "prompt_tokens", "completion_tokens")
 # The reference form and the miss message are the model's (triton/gemma3/1/model.py).
 REFERENCE_PREFIX = b"sha256:"
-UNKNOWN_IMAGE = "unknown image sha256:"
-SENT_HASHES = 4096  # image hashes remembered as delivered (32 bytes each)
 
 IMAGES_SENT = Counter("genir_refiner_triton_images_total", "Images sent to Triton, as bytes or by reference.",
                       ["form"])
@@ -88,32 +86,6 @@ def build_inputs(messages: list[dict], images: list[bytes], sampling: dict) -> l
     return [_bytes_input("messages", np.array([[json.dumps(messages).encode()]], dtype=np.object_)),
             _bytes_input("images", image_row),
             _bytes_input("sampling", np.array([[json.dumps(sampling).encode()]], dtype=np.object_))]
-
-
-class SentImages:
-    """Digests of images Triton has received, least recently used forgotten first. Only a hint:
-    the model says when it no longer holds one."""
-
-    def __init__(self, entries: int = SENT_HASHES):
-        self.entries = entries
-        self._items: OrderedDict[bytes, None] = OrderedDict()
-
-    def __contains__(self, digest: bytes) -> bool:
-        if digest in self._items:
-            self._items.move_to_end(digest)
-            return True
-        return False
-
-    def add(self, digests) -> None:
-        for d in digests:
-            self._items[d] = None
-            self._items.move_to_end(d)
-        while len(self._items) > self.entries:
-            self._items.popitem(last=False)
-
-    def forget(self, digests) -> None:
-        for d in digests:
-            self._items.pop(d, None)
 
 
 def is_reference(element: bytes) -> bool:
@@ -164,7 +136,8 @@ class TritonVLM:
         budget = self.timeout if timeout is None else min(timeout, self.timeout)
         start = time.monotonic()
         deadline = start + budget
-        digests = [hashlib.sha256(data).digest() for data in images]
+        # the refiner hashed each image when it arrived (server.FieldBytes); others are hashed here
+        digests = [getattr(data, "digest", None) or hashlib.sha256(data).digest() for data in images]
         wire = wire_images(images, digests, self.sent)
         try:
             result, attempts = await self._infer(messages, wire, sampling, start, deadline, budget)
