@@ -4,6 +4,7 @@ Calls per mode are checked from the services' own grpc_server_handled_total coun
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -262,6 +263,56 @@ def test_dialog_by_reference(stack):
     for stage in ("caption", "generate", "retrieve", "compare", "refine"):
         assert sample_sum(text, "genir_stage_seconds_count", stage=stage) >= 1, stage
     assert sample_sum(text, "grpc_client_handled_total", grpc_service="genir.v1.Retriever", grpc_code="OK") >= 2
+
+
+# ---------------------------------------------------------------------------- images cross once
+def refiner_received(stack) -> dict[str, float]:
+    text = scrape(stack.metrics_port("refiner"))
+    return {k: sample_sum(text, "genir_refiner_images_received_total", form=k)
+            for k in ("bytes", "reference", "unknown_reference")}
+
+
+def shown_images(rounds) -> int:
+    """Distinct renderings the simulated user compared (every round's but the last)."""
+    return len({hashlib.sha256(r.generated.data).digest() for r in rounds[:-1]})
+
+
+def outcome(rounds) -> list:
+    return [(r.query, r.seed, r.target_rank, [h.id for h in r.hits]) for r in rounds]
+
+
+def test_a_dialogs_target_crosses_to_the_refiner_once(stack):
+    """Caption, then Compare + Refine per round: the target goes to the refiner 1 + 2 x ROUNDS
+    times, as bytes once and by its sha256 after that; each rendering as bytes once (Compare)."""
+    before = refiner_received(stack)
+    rounds = run_dialog(stack, "genir", target_id="11")
+    after = refiner_received(stack)
+    shown = shown_images(rounds)
+    assert {k: after[k] - before[k] for k in after} == {
+        "bytes": 1 + shown, "reference": 2 * ROUNDS + (ROUNDS - shown), "unknown_reference": 0}
+
+
+def test_a_restarted_refiner_costs_one_resend_per_image_and_no_cache_changes_nothing(stack):
+    first = run_dialog(stack, "genir", target_id="12")
+    shown = shown_images(first)
+    stack.extra_args["refiner"] = ["--image-cache-mb", "0"]    # keeps nothing: every hash is a miss
+    try:
+        stack.restart("refiner")
+        uncached = run_dialog(stack, "genir", target_id="12")
+        assert refiner_received(stack)["reference"] == 0 < refiner_received(stack)["unknown_reference"]
+    finally:
+        del stack.extra_args["refiner"]
+        stack.restart("refiner")
+    # The orchestrator still names every image by its hash; the new refiner holds none of them:
+    # one miss per image (the target at Caption, each rendering at its Compare), one resend each.
+    restarted = run_dialog(stack, "genir", target_id="12")
+    assert refiner_received(stack)["unknown_reference"] == 1 + shown
+    before = refiner_received(stack)
+    warm = run_dialog(stack, "genir", target_id="12")
+    after = refiner_received(stack)
+    assert {k: after[k] - before[k] for k in after} == {"bytes": 0, "reference": 1 + 3 * ROUNDS,
+                                                        "unknown_reference": 0}
+    assert outcome(first) == outcome(uncached) == outcome(restarted) == outcome(warm)
 
 
 # ---------------------------------------------------------------------------- faults

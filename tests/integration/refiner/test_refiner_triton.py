@@ -349,6 +349,28 @@ def test_metrics_count_tokens_and_calls(refiner):
     assert sample_sum(text, "genir_refiner_triton_seconds_count", prompt="caption") >= 1
 
 
+def refiner_received(mport) -> dict[str, float]:
+    text = scrape(mport)
+    return {k: sample_sum(text, "genir_refiner_images_received_total", form=k)
+            for k in ("bytes", "reference", "unknown_reference")}
+
+
+def test_an_image_sent_once_can_be_named_by_its_sha256_and_an_unknown_one_is_refused(refiner):
+    stub, _, mport, _ = refiner
+    data = png((3, 150, 77), size=(52, 36))
+    by_hash = common_pb2.Image(sha256=hashlib.sha256(data).hexdigest())
+    before = refiner_received(mport)
+    code, message = _code_and_message(lambda **kw: stub.Caption(
+        refiner_pb2.CaptionRequest(target=by_hash, sampling=sampling()), timeout=60))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION, message
+    assert f"target: unknown image sha256:{by_hash.sha256}" in message and "send the bytes" in message
+    sent = stub.Caption(refiner_pb2.CaptionRequest(target=image(data), sampling=sampling(seed=9)), timeout=60)
+    named = stub.Caption(refiner_pb2.CaptionRequest(target=by_hash, sampling=sampling(seed=9)), timeout=60)
+    assert named.text == sent.text                     # the same image, the same seed: the same answer
+    after = refiner_received(mport)
+    assert {k: after[k] - before[k] for k in after} == {"bytes": 1, "reference": 1, "unknown_reference": 1}
+
+
 # ---------------------------------------------------------------------- keep last: kills Triton
 def model_counts(triton) -> dict[str, float]:
     """The model's image counters on Triton's metrics port, once they stop moving."""
