@@ -4,6 +4,7 @@ Calls per mode are checked from the services' own grpc_server_handled_total coun
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -13,6 +14,9 @@ import pytest
 
 import testkit.images
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from orchestrator.clients import ServiceClients
+from orchestrator.datasets import load_corpus
+from orchestrator.engine import Engine
 from stack.up import Stack
 from testkit.procs import free_port, grpcurl, health_status, sample_sum, scrape
 
@@ -313,6 +317,31 @@ def test_a_restarted_refiner_costs_one_resend_per_image_and_no_cache_changes_not
     assert {k: after[k] - before[k] for k in after} == {"bytes": 0, "reference": 1 + 3 * ROUNDS,
                                                         "unknown_reference": 0}
     assert outcome(first) == outcome(uncached) == outcome(restarted) == outcome(warm)
+
+
+def test_a_refiner_restarted_mid_dialog_costs_one_resend_and_changes_no_result(stack):
+    """The round engine runs in this process over the stack's services, so its dialog waits between
+    rounds and the refiner restarts exactly there; the orchestrator process runs the same dialog
+    uninterrupted for comparison."""
+    async def interrupted():
+        clients = ServiceClients.local(stack.target("generator"), stack.target("refiner"), stack.target("retriever"))
+        engine = Engine(clients, corpus=load_corpus(stack.corpus), image_root=stack.image_root,
+                        collection=stack.collection)
+        rounds = []
+        try:
+            async for r in engine.run_dialog(orchestrator_pb2.RunDialogRequest(target_id="13", mode="genir",
+                                                                               rounds=ROUNDS)):
+                rounds.append(r)
+                if r.index == 0:
+                    await asyncio.to_thread(stack.restart, "refiner")
+        finally:
+            await engine.close()
+        return rounds
+
+    rounds = asyncio.run(interrupted())
+    received = refiner_received(stack)            # the new process's: the target was named, unknown there
+    assert received["unknown_reference"] == 1 and received["bytes"] == 1 + shown_images(rounds)
+    assert outcome(rounds) == outcome(run_dialog(stack, "genir", target_id="13"))
 
 
 # ---------------------------------------------------------------------------- faults
