@@ -38,6 +38,7 @@ from genir import contract
 from orchestrator.datasets import DatasetError, load_corpus, read_queries, resolve_queries
 from services.common.config import flags, read_secret, setup_logging
 from services.common.errors import InvalidArgument
+from services.common.metrics import serve_metrics
 from services.common.paths import corpus_fingerprint, resolve_in_root
 
 log = logging.getLogger("genir.eval")
@@ -290,14 +291,10 @@ def main(args) -> int:
     except (EvalError, DatasetError) as e:
         print(f"genir eval: {e}", file=sys.stderr)
         return 2
-    if args.metrics_port is not None and args.metrics_port >= 0:
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(args.metrics_port, addr=args.metrics_host)
-            log.info("eval metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
-        except OSError as e:  # a second local job on the same port must still run
-            log.warning("metrics port %d unavailable (%s); metrics not exposed", args.metrics_port, e)
+    try:
+        serve_metrics(args.metrics_port, args.metrics_host)  # the same endpoint every service serves
+    except OSError as e:  # a second local job on the same port must still run
+        log.warning("metrics port %d unavailable (%s); metrics not exposed", args.metrics_port, e)
     log.info("eval %s: %d target(s), shard %d/%d, %d round(s), concurrency %d, out %s", cfg.name, len(targets),
              shard[0], shard[1], cfg.rounds + 1, cfg.concurrency, args.out)
     try:
