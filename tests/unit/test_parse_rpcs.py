@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from genir.v1 import common_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
-from orchestrator.server import parse_create_session, parse_next_round
+from orchestrator.requests import parse_create_session, parse_next_round
 from services.common.errors import InvalidArgument
 from services.refiner.server import Limits, parse_caption, parse_refine
 from services.retriever.server import parse_search
@@ -66,7 +66,9 @@ def test_parse_create_session_and_next_round():
     assert not options.HasField("seed")  # drawn by the servicer, not by the pure parser
     with pytest.raises(InvalidArgument, match="chatir replays recorded dialogs"):
         parse_create_session(orchestrator_pb2.CreateSessionRequest(query="a", mode="chatir"), "coco")
-    assert parse_next_round(orchestrator_pb2.NextRoundRequest(feedback="bluer")) == ("feedback", "bluer")
+    sid = "0123456789abcdef0123456789abcdef"
+    assert parse_next_round(orchestrator_pb2.NextRoundRequest(session_id=sid, feedback="bluer")) == \
+        (sid, "feedback", "bluer")
     with pytest.raises(InvalidArgument, match="input: set either query"):
         parse_next_round(orchestrator_pb2.NextRoundRequest())
     with pytest.raises(InvalidArgument, match="query: 4097 characters"):
