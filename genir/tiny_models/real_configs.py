@@ -83,20 +83,9 @@ def _cast_float_buffers(module, dtype) -> None:
 
 # stabilityai/stable-diffusion-3.5-large transformer/config.json (8.1 B parameters); the text
 # encoders and the VAE are the same as Medium's.
-SD35_LARGE_TRANSFORMER = dict(
-    sample_size=128,
-    patch_size=2,
-    in_channels=16,
-    out_channels=16,
-    num_layers=38,
-    attention_head_dim=64,
-    num_attention_heads=38,
-    joint_attention_dim=4096,
-    caption_projection_dim=2432,
-    pooled_projection_dim=2048,
-    pos_embed_max_size=192,
-    qk_norm="rms_norm",
-)
+SD35_LARGE_TRANSFORMER = {**SD35_MEDIUM_TRANSFORMER, "num_layers": 38, "num_attention_heads": 38,
+                          "caption_projection_dim": 2432, "pos_embed_max_size": 192,
+                          "dual_attention_layers": ()}   # no MMDiT-X layers: Large is plain MMDiT
 
 
 def sd35_large_pipeline(dtype=None, device="cpu", with_t5: bool = True, seed: int | None = 0):
