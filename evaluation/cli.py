@@ -162,7 +162,7 @@ def config_from_args(args) -> EvalConfig:
 
 def check_options(cfg: EvalConfig):
     """The orchestrator's own validation of the options, before any dialog (bad preset, weights...)."""
-    from orchestrator.engine import resolve_options
+    from orchestrator.requests import resolve_options
     from services.common.errors import ServiceError
 
     try:

@@ -50,6 +50,22 @@ def _json(path: Path) -> dict | None:
         return None
 
 
+def _required_json(path: Path, rep: Report, problem: str) -> dict | None:
+    """The JSON file at `path`, or None with `problem` reported."""
+    data = _json(path)
+    if data is None:
+        rep.problems.append(problem)
+    return data
+
+
+def _weights(folder: Path, rep: Report, service: str) -> int | None:
+    """Parameters in `folder`'s safetensors files, or None with the lack reported."""
+    params = safetensors_params(folder)
+    if not params:
+        rep.problems.append(f"{service}: no *.safetensors weights in {folder}")
+    return params
+
+
 def _count(params: int) -> str:
     for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if params >= div:
@@ -66,10 +82,9 @@ def _size(params: int) -> str:
 
 
 def check_generator(folder: Path, rep: Report) -> None:
-    index = _json(folder / "model_index.json")
+    index = _required_json(folder / "model_index.json", rep, f"generator: {folder}/model_index.json is missing or "
+                           "not JSON (a diffusers pipeline folder is expected, e.g. stabilityai/stable-diffusion-3.5-medium)")
     if index is None:
-        rep.problems.append(f"generator: {folder}/model_index.json is missing or not JSON (a diffusers pipeline "
-                            "folder is expected, e.g. stabilityai/stable-diffusion-3.5-medium)")
         return
     parts, total, missing = [], 0, []
     for name, spec in sorted(index.items()):
@@ -98,10 +113,9 @@ def check_generator(folder: Path, rep: Report) -> None:
 
 
 def check_refiner(folder: Path, rep: Report) -> None:
-    cfg = _json(folder / "config.json")
+    cfg = _required_json(folder / "config.json", rep, f"refiner: {folder}/config.json is missing (a Gemma-3 *-it "
+                         "folder is expected, e.g. google/gemma-3-4b-it)")
     if cfg is None:
-        rep.problems.append(f"refiner: {folder}/config.json is missing (a Gemma-3 *-it folder is expected, "
-                            "e.g. google/gemma-3-4b-it)")
         return
     arch = ",".join(cfg.get("architectures") or [])
     if not arch.startswith("Gemma3"):
@@ -114,9 +128,8 @@ def check_refiner(folder: Path, rep: Report) -> None:
         rep.problems.append(f"refiner: {folder} has no chat template: use an instruction-tuned '-it' checkpoint")
     if not ((folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file()):
         rep.problems.append(f"refiner: {folder} has no tokenizer.json or tokenizer.model")
-    params = safetensors_params(folder)
+    params = _weights(folder, rep, "refiner")
     if not params:
-        rep.problems.append(f"refiner: no *.safetensors weights in {folder}")
         return
     vision = "image input" if "vision_config" in cfg else "TEXT ONLY (gemma-3-1b has no vision tower; "\
         "Compare/Caption need 4b or larger)"
@@ -140,9 +153,8 @@ def check_retriever(folder: Path, rep: Report, required: bool) -> None:
         rep.problems.append(f"retriever: {folder} is {arch!r}; BLIP retrieval needs an ITM checkpoint "
                             "(Salesforce/blip-itm-base-coco or -large-coco)")
         return
-    params = safetensors_params(folder)
+    params = _weights(folder, rep, "retriever")
     if not params:
-        rep.problems.append(f"retriever: no *.safetensors weights in {folder}")
         return
     used = "used by genir up" if required else "available (--retriever-model " + folder.name + ")"
     rep.lines.append(f"retriever  {folder.name}/: {arch} ({_size(params)}; float32 on CPU: "

@@ -23,22 +23,21 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import AsyncIterator
 
-from genir import contract
 from genir.v1 import common_pb2, generator_pb2, orchestrator_pb2, refiner_pb2, retriever_pb2
 from orchestrator.clients import ServiceClients
 from orchestrator.datasets import Corpus
 from orchestrator.dialog import DialogState, Last
-from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step, fusion_weights, mode_name
+from orchestrator.modes import ALIASES, MODES, Mode, Shown, Step
+from orchestrator.requests import parse_describe, parse_run_dialog
 from orchestrator.settings import (
     REFINER_MODES,
     RENDERING_MODES,
     effective_render,
     effective_settings,
     fit_chars,
-    resolve_preset,
 )
 from services.common import validation
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
+from services.common.errors import FailedPrecondition, InvalidArgument, ServiceError
 from services.common.images import DEFAULT_MAX_PIXELS, decode_image
 from services.common.paths import corpus_fingerprint, echo, first_difference_paged, resolve_in_root
 
@@ -46,29 +45,6 @@ log = logging.getLogger("genir.orchestrator.engine")
 
 CORPUS_CHECK_TTL_S = 30.0     # a collection re-indexed meanwhile is noticed within this time
 CORPUS_PAGE = 10_000
-
-
-def resolve_options(opts: orchestrator_pb2.SessionOptions, default_collection: str) -> orchestrator_pb2.SessionOptions:
-    """Validated copy of the options with defaults filled in (collection, top_k, preset, prompt set)."""
-    out = orchestrator_pb2.SessionOptions()
-    out.CopyFrom(opts)
-    out.collection = (opts.collection or default_collection).strip()
-    if not out.collection:
-        raise InvalidArgument("options.collection: empty and the orchestrator has no default collection (--collection)")
-    out.top_k = validation.int_range(opts.top_k or contract.DEFAULT_TOP_K, "options.top_k", 1, contract.MAX_TOP_K)
-    for name in ("width", "height", "num_inference_steps"):
-        validation.int_range(getattr(opts, name), f"options.{name}", 0, 8192)
-    for name in ("image_weight", "text_weight"):
-        validation.float_range(getattr(opts, name), f"options.{name}", 0.0, 1000.0)
-    if opts.HasField("guidance_scale"):
-        validation.float_range(opts.guidance_scale, "options.guidance_scale", 0.0, 100.0)
-    if opts.HasField("seed"):
-        validation.int_range(opts.seed, "options.seed", 0, contract.MAX_SEED)
-    fusion_weights(opts)
-    validation.int_range(opts.max_new_tokens, "options.max_new_tokens", 0, contract.MAX_SESSION_NEW_TOKENS)
-    resolve_preset(out)
-    validation.image_delivery(opts.image_delivery, "options.image_delivery")
-    return out
 
 
 class Engine:
@@ -109,24 +85,11 @@ class Engine:
 
     def dialog_state(self, request: orchestrator_pb2.RunDialogRequest) -> tuple[Mode, DialogState]:
         """Validate a RunDialogRequest and build the dialog's state (the target image is read later)."""
-        name = mode_name(request.mode, session=False)
-        rounds = validation.int_range(request.rounds, "rounds", 0, contract.MAX_DIALOG_ROUNDS)
-        options = resolve_options(request.options, self.collection)
-        target_id = self.check_target(request.target_id)
-        dialog = tuple(request.dialog)
-        if name == "chatir":
-            need = contract.chatir_dialog_length(rounds)
-            if len(dialog) < need:
-                raise InvalidArgument(f"dialog: chatir mode needs at least rounds + 1 = {need} strings "
-                                      f"(caption + one Q/A per round), got {len(dialog)}")
-            for i, s in enumerate(dialog[:need]):
-                validation.text(s, f"dialog[{i}]")
-        mode = self._modes[name]
-        base = options.seed if options.HasField("seed") else 0
-        options.seed = base
-        st = DialogState(options=options, collection=options.collection, top_k=options.top_k, base_seed=base,
-                         key=target_id, mode=name, target_id=target_id, dialog=dialog)
-        return mode, st
+        d = parse_run_dialog(request, self.collection, self.corpus)
+        st = DialogState(options=d.options, collection=d.options.collection, top_k=d.options.top_k,
+                         base_seed=d.options.seed, key=d.target_id, mode=d.mode, target_id=d.target_id,
+                         dialog=d.dialog)
+        return self._modes[d.mode], st
 
     async def check_corpus(self, collection: str, client_fingerprint: str = "") -> None:
         """Target ids are positions in a corpus list: the client's, ours and the collection's must be one list."""
@@ -158,16 +121,6 @@ class Engine:
                 collection=collection, paths_offset=offset, paths_limit=limit))).paths
 
         return await first_difference_paged(self.corpus.paths, size, page, CORPUS_PAGE)
-
-    def check_target(self, target_id: str) -> str:
-        if not (target_id or "").strip():
-            raise InvalidArgument("target_id: required (the corpus id of the target image)")
-        cid = validation.corpus_id(target_id, "target_id")
-        if self.corpus is None:
-            raise FailedPrecondition("target_id: the orchestrator has no corpus (start it with --corpus)")
-        if cid >= len(self.corpus):
-            raise NotFound(f"target_id: {target_id!r} is not in the corpus (ids 0..{len(self.corpus) - 1})")
-        return str(cid)
 
     def target_image(self, target_id: str) -> common_pb2.Image:
         return self._read_corpus_image(self.corpus.path_of(int(target_id)), f"target {target_id}")
@@ -291,8 +244,7 @@ class Engine:
                        deadline: float | None = None) -> tuple[dict[str, str], dict]:
         """(model ids, effective settings) of a dialog of `mode` under `options`, as this engine's
         backends report them; a backend that does not answer is written as unknown."""
-        name = mode_name(mode, session=False)
-        opts = resolve_options(options, self.collection)
+        name, opts = parse_describe(orchestrator_pb2.DescribeRequest(mode=mode, options=options), self.collection)
         dl = self._deadline(deadline)
 
         async def ask(backend, method, req):

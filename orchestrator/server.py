@@ -1,6 +1,6 @@
 """`genir serve orchestrator`: the genir.v1.Orchestrator servicer over the round engine.
 
-The servicer validates requests, checks the bearer token, and moves rounds between the engine
+The servicer parses requests (orchestrator/requests.py) and moves rounds between the engine
 and the session store; the rounds themselves are the engine's (orchestrator/engine.py).
 """
 
@@ -17,13 +17,19 @@ from dataclasses import dataclass
 from genir import contract
 from genir.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator.clients import ClientConfig, ServiceClients
-from orchestrator.corpus_images import MAX_SIDE, MIN_SIDE, CorpusImages
+from orchestrator.corpus_images import CorpusImages
 from orchestrator.datasets import DatasetError, load_corpus
-from orchestrator.engine import Engine, resolve_options
-from orchestrator.modes import mode_name
+from orchestrator.engine import Engine
+from orchestrator.requests import (
+    parse_create_session,
+    parse_delete_session,
+    parse_get_corpus_image,
+    parse_get_image,
+    parse_get_session,
+    parse_next_round,
+)
 from orchestrator.sessions import SessionStore
-from services.common import config, server, validation
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common import config, server
 from services.common.retry import RetryPolicy
 from services.common.server import Service, serve
 
@@ -69,40 +75,6 @@ def clients_from_config(args: OrchestratorConfig) -> ServiceClients:
     return ServiceClients(ClientConfig("generator", args.generator, timeout=args.generator_timeout, **common),
                     ClientConfig("refiner", args.refiner, timeout=args.refiner_timeout, **common),
                     ClientConfig("retriever", args.retriever, timeout=args.retriever_timeout, **common))
-
-
-def parse_get_corpus_image(request, default_collection: str, corpus) -> tuple[str, int]:
-    """(relative corpus path, max_side) of a GetCorpusImageRequest."""
-    collection = (request.collection or default_collection).strip()
-    cid = validation.corpus_id(request.id, "id")
-    max_side = request.max_side
-    if max_side:
-        validation.int_range(max_side, "max_side", MIN_SIDE, MAX_SIDE)
-    if corpus is None:
-        raise FailedPrecondition("GetCorpusImage: the orchestrator has no corpus (start it with --corpus)")
-    if collection != default_collection:
-        raise FailedPrecondition(f"collection: corpus images are served for {default_collection!r} only "
-                                 f"(the collection of the orchestrator's --corpus), not {collection!r}")
-    if cid >= len(corpus):
-        raise NotFound(f"id: {request.id!r} is not in the corpus (ids 0..{len(corpus) - 1})")
-    return corpus.path_of(cid), max_side
-
-
-def parse_create_session(request, default_collection: str) -> tuple[str, str, orchestrator_pb2.SessionOptions]:
-    """(query, mode, resolved options) of a CreateSessionRequest; the seed stays unset when not given."""
-    query = validation.text(request.query, "query", max_chars=contract.MAX_QUERY_CHARS)
-    mode = mode_name(request.mode, session=True)
-    return query, mode, resolve_options(request.options, default_collection)
-
-
-def parse_next_round(request) -> tuple[str, str]:
-    """(which input, its text) of a NextRoundRequest: "query" (a full new description) or "feedback"."""
-    which = request.WhichOneof("input")
-    if which is None:
-        raise InvalidArgument("input: set either query (a full new description) or feedback (short feedback)")
-    text = validation.text(getattr(request, which), which, max_chars=contract.MAX_QUERY_CHARS)
-    validation.image_delivery(request.image_delivery)
-    return which, text
 
 
 def _deadline(context) -> float | None:
@@ -152,8 +124,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return self._session(rec, [self._out(rnd, stored, request.options.image_delivery, options.image_delivery)])
 
     async def NextRound(self, request, context):
-        which, text = parse_next_round(request)
-        rec = await self.store.off_loop(self.store.get, request.session_id)
+        session_id, which, text = parse_next_round(request)
+        rec = await self.store.off_loop(self.store.get, session_id)
         async with self._lock(rec.id):
             rounds = await self.store.off_loop(self.store.rounds, rec.id, inline=False)
             self.store.check_room(rounds)
@@ -169,19 +141,20 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return rnd if self._inline(delivery, session_choice) else stored
 
     async def GetSession(self, request, context):
-        validation.image_delivery(request.image_delivery)
-        rec = await self.store.off_loop(self.store.get, request.session_id)
-        inline = self._inline(request.image_delivery, rec.options.image_delivery)
+        session_id, delivery = parse_get_session(request)
+        rec = await self.store.off_loop(self.store.get, session_id)
+        inline = self._inline(delivery, rec.options.image_delivery)
         rounds = await self.store.off_loop(self.store.rounds, rec.id, inline=inline, inline_budget=self.inline_budget)
         return self._session(rec, rounds)
 
     async def DeleteSession(self, request, context):
-        deleted = await self.store.off_loop(self.store.delete, request.session_id)
-        self._locks.pop(request.session_id, None)
+        session_id = parse_delete_session(request)
+        deleted = await self.store.off_loop(self.store.delete, session_id)
+        self._locks.pop(session_id, None)
         return orchestrator_pb2.DeleteSessionResponse(deleted=deleted)
 
     async def GetImage(self, request, context):
-        return await self.store.off_loop(self.store.get_image, request.ref)
+        return await self.store.off_loop(self.store.get_image, parse_get_image(request))
 
     async def GetCorpusImage(self, request, context):
         rel, max_side = parse_get_corpus_image(request, self.engine.collection, self.engine.corpus)
@@ -190,6 +163,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return common_pb2.Image(data=pic.data, mime_type=pic.mime_type, width=pic.width, height=pic.height)
 
     # ------------------------------------------------------------------ simulated dialogs
+    # RunDialog and Describe are parsed by the engine (orchestrator/requests.py), which in-process
+    # callers drive without this servicer.
     async def Describe(self, request, context):
         models, settings = await self.engine.describe(request.mode, request.options, _deadline(context))
         return orchestrator_pb2.DescribeResponse(models=models, settings_json=json.dumps(settings, sort_keys=True))

@@ -39,6 +39,24 @@ _REF = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|img)$")
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 
+def parse_session_id(value: str) -> str:
+    """A session id as minted here (32 hex digits); any other string names no session."""
+    sid = (value or "").strip()
+    if not sid:
+        raise InvalidArgument("session_id: required")
+    if not _SESSION_ID.match(sid):
+        raise NotFound(f"session_id: session {echo(value)} not found (unknown, deleted or expired)")
+    return sid
+
+
+def parse_image_ref(value: str) -> str:
+    """An image reference as minted here; the check also keeps the name inside the image folder."""
+    if not _REF.match(value or ""):
+        raise InvalidArgument(f"ref: {echo(value)} is not an image reference (64 hex digits + extension, as "
+                              f"returned in Image.ref)")
+    return value
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, mode TEXT NOT NULL, options BLOB NOT NULL,
@@ -101,7 +119,7 @@ class SessionStore:
                          (rec.id, rec.mode, rec.options.SerializeToString(), rec.created_at, rec.expires_at))
 
     def get(self, session_id: str) -> SessionRecord:
-        sid = self._check_id(session_id)
+        sid = parse_session_id(session_id)
         with self._lock:
             row = self._db.execute("SELECT id, mode, options, created_at, expires_at FROM sessions WHERE id = ?",
                                    (sid,)).fetchone()
@@ -111,7 +129,7 @@ class SessionStore:
 
     def delete(self, session_id: str) -> bool:
         """Delete a session, its rounds and their image files now."""
-        sid = self._check_id(session_id)
+        sid = parse_session_id(session_id)
         with self._lock:
             live = self._db.execute("SELECT 1 FROM sessions WHERE id = ? AND expires_at > ?",
                                     (sid, time.time())).fetchone()
@@ -221,9 +239,7 @@ class SessionStore:
         return ref
 
     def get_image(self, ref: str) -> common_pb2.Image:
-        if not _REF.match(ref or ""):
-            raise InvalidArgument(f"ref: {echo(ref)} is not an image reference (64 hex digits + extension, as "
-                                  f"returned in Image.ref)")
+        ref = parse_image_ref(ref)
         with self._lock:
             row = self._db.execute("SELECT mime, width, height FROM images WHERE ref = ?", (ref,)).fetchone()
         path = self.images_dir / ref
@@ -275,12 +291,3 @@ class SessionStore:
         self._io.shutdown(wait=True)
         with self._lock:
             self._db.close()
-
-    @staticmethod
-    def _check_id(session_id: str) -> str:
-        sid = (session_id or "").strip()
-        if not sid:
-            raise InvalidArgument("session_id: required")
-        if not _SESSION_ID.match(sid):
-            raise NotFound(f"session_id: session {echo(session_id)} not found (unknown, deleted or expired)")
-        return sid

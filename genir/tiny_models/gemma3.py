@@ -14,6 +14,7 @@ Size relations kept from the real model:
 
 from __future__ import annotations
 
+import contextlib
 from importlib import resources
 from pathlib import Path
 
@@ -29,7 +30,17 @@ def chat_template() -> str:
     return resources.files(__package__).joinpath("gemma3_chat_template.jinja").read_text(encoding="utf-8")
 
 
-def tiny_model_and_processor():
+# The tiny model's shape (Gemma3TextConfig and SiglipVisionConfig fields; token ids come from the tokenizer).
+TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=SLIDING_WINDOW,
+                 max_position_embeddings=MAX_POSITIONS, layer_types=["sliding_attention", "full_attention"])
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                   image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, vision_use_head=False)
+
+
+def model_and_processor(text: dict, vision: dict, mm_tokens: int, construct=contextlib.nullcontext):
+    """A Gemma 3 VLM of the given shape with random weights (made inside `construct()`), and its
+    processor; the vocabulary is the local tokenizer's unless `text` names the real one's size."""
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
@@ -41,42 +52,15 @@ def tiny_model_and_processor():
     )
 
     template = chat_template()
-    tok = gemma_tokenizer(chat_template=template, model_max_length=MAX_POSITIONS)
+    tok = gemma_tokenizer(chat_template=template, model_max_length=text["max_position_embeddings"])
     end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        vision_use_head=False,
-    )
-    text = Gemma3TextConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        query_pre_attn_scalar=16,
-        sliding_window=SLIDING_WINDOW,
-        max_position_embeddings=MAX_POSITIONS,
-        layer_types=["sliding_attention", "full_attention"],
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
-    )
-    config = Gemma3Config(
-        text_config=text,
-        vision_config=vision,
-        mm_tokens_per_image=MM_TOKENS,
-        boi_token_index=tok.boi_token_id,
-        eoi_token_index=tok.eoi_token_id,
-        image_token_index=tok.image_token_id,
-    )
-    model = Gemma3ForConditionalGeneration(config).eval()
+    text_config = Gemma3TextConfig(**{"vocab_size": len(tok), **text}, pad_token_id=tok.pad_token_id,
+                                   eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    config = Gemma3Config(text_config=text_config, vision_config=SiglipVisionConfig(**vision),
+                          mm_tokens_per_image=mm_tokens, boi_token_index=tok.boi_token_id,
+                          eoi_token_index=tok.eoi_token_id, image_token_index=tok.image_token_id)
+    with construct():
+        model = Gemma3ForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id,
         eos_token_id=[tok.eos_token_id, end_of_turn],
@@ -85,13 +69,18 @@ def tiny_model_and_processor():
         top_k=64,
         top_p=0.95,
     )
+    size = vision["image_size"]
     processor = Gemma3Processor(
-        image_processor=Gemma3ImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+        image_processor=Gemma3ImageProcessor(size={"height": size, "width": size}),
         tokenizer=tok,
         chat_template=template,
-        image_seq_length=MM_TOKENS,
+        image_seq_length=mm_tokens,
     )
     return model, processor
+
+
+def tiny_model_and_processor():
+    return model_and_processor(TINY_TEXT, TINY_VISION, MM_TOKENS)
 
 
 def build_gemma3(path: str | Path, seed: int = 0) -> Path:

@@ -83,20 +83,9 @@ def _cast_float_buffers(module, dtype) -> None:
 
 # stabilityai/stable-diffusion-3.5-large transformer/config.json (8.1 B parameters); the text
 # encoders and the VAE are the same as Medium's.
-SD35_LARGE_TRANSFORMER = dict(
-    sample_size=128,
-    patch_size=2,
-    in_channels=16,
-    out_channels=16,
-    num_layers=38,
-    attention_head_dim=64,
-    num_attention_heads=38,
-    joint_attention_dim=4096,
-    caption_projection_dim=2432,
-    pooled_projection_dim=2048,
-    pos_embed_max_size=192,
-    qk_norm="rms_norm",
-)
+SD35_LARGE_TRANSFORMER = {**SD35_MEDIUM_TRANSFORMER, "num_layers": 38, "num_attention_heads": 38,
+                          "caption_projection_dim": 2432, "pos_embed_max_size": 192,
+                          "dual_attention_layers": ()}   # no MMDiT-X layers: Large is plain MMDiT
 
 
 def sd35_large_pipeline(dtype=None, device="cpu", with_t5: bool = True, seed: int | None = 0):
@@ -190,6 +179,8 @@ def build_blip_base(path, seed: int = 0):
 GEMMA3_4B_TEXT = dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=34, num_attention_heads=8,
                       num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, sliding_window=1024,
                       vocab_size=262208, max_position_embeddings=131072)
+GEMMA3_4B_TEXT["layer_types"] = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
+                                 for i in range(GEMMA3_4B_TEXT["num_hidden_layers"])]
 GEMMA3_4B_VISION = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
                         image_size=896, patch_size=14, vision_use_head=False)
 GEMMA3_4B_MM_TOKENS = 256
@@ -201,38 +192,17 @@ def build_gemma3_4b(path, seed: int = 0, dtype=None, device="cpu"):
     from pathlib import Path
 
     import torch
-    from transformers import (
-        Gemma3Config,
-        Gemma3ForConditionalGeneration,
-        Gemma3ImageProcessor,
-        Gemma3Processor,
-        Gemma3TextConfig,
-        GenerationConfig,
-        SiglipVisionConfig,
-    )
 
     from ._common import seeded
-    from .gemma3 import chat_template
-    from .tokenizers_local import gemma_tokenizer
+    from .gemma3 import model_and_processor
+
+    @contextlib.contextmanager
+    def construct():
+        with seeded(seed), _construct_on(device, dtype or torch.bfloat16):
+            yield
 
     path = Path(path)
-    template = chat_template()
-    tok = gemma_tokenizer(chat_template=template, model_max_length=GEMMA3_4B_TEXT["max_position_embeddings"])
-    layers = GEMMA3_4B_TEXT["num_hidden_layers"]
-    text = Gemma3TextConfig(layer_types=[("full_attention" if (i + 1) % 6 == 0 else "sliding_attention")
-                                         for i in range(layers)],
-                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                            **GEMMA3_4B_TEXT)
-    config = Gemma3Config(text_config=text, vision_config=SiglipVisionConfig(**GEMMA3_4B_VISION),
-                          mm_tokens_per_image=GEMMA3_4B_MM_TOKENS, boi_token_index=tok.boi_token_id,
-                          eoi_token_index=tok.eoi_token_id, image_token_index=tok.image_token_id)
-    with seeded(seed), _construct_on(device, dtype or torch.bfloat16):
-        model = Gemma3ForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")],
-        pad_token_id=tok.pad_token_id, do_sample=True, top_k=64, top_p=0.95)
-    size = GEMMA3_4B_VISION["image_size"]
-    Gemma3Processor(image_processor=Gemma3ImageProcessor(size={"height": size, "width": size}), tokenizer=tok,
-                    chat_template=template, image_seq_length=GEMMA3_4B_MM_TOKENS).save_pretrained(path)
+    model, processor = model_and_processor(GEMMA3_4B_TEXT, GEMMA3_4B_VISION, GEMMA3_4B_MM_TOKENS, construct)
+    processor.save_pretrained(path)
     model.save_pretrained(path)
     return path

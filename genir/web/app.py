@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from genir import contract
 from genir.client import Client, describe_error
-from services.common import config
+from services.common import config, server
 
 log = logging.getLogger("genir.web")
 SERVICE = "web"
@@ -43,16 +44,24 @@ HTTP_STATUS = {
 }
 
 
+ORCHESTRATOR_TOKEN_ENV = "GENIR_WEB_ORCHESTRATOR_TOKEN"
+
+
+@dataclass(frozen=True)
+class WebConfig(config.ClientTLSConfig):
+    """Every web page setting (flags, env GENIR_WEB_*). Not a `config.ServerConfig`: the page is an
+    HTTP server, so the gRPC server flags (TLS, metrics, drain, message sizes) do not apply."""
+    host: str = config.flag("address to bind (the page has no login of its own: keep it local or put it "
+                            "behind your own authentication)", "127.0.0.1")
+    port: int = config.flag("HTTP port", 8080)
+    orchestrator: str = config.flag("orchestrator address host:port", "127.0.0.1:50050")
+    orchestrator_token_file: str | None = config.flag(
+        f"file with the orchestrator's bearer token (else env {ORCHESTRATOR_TOKEN_ENV})")
+    log_level: str = config.flag("logging level", "INFO")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    f = config.flags(parser, SERVICE)
-    f("host", default="127.0.0.1", help="address to bind (the page has no login of its own: keep it local "
-      "or put it behind your own authentication)")
-    f("port", default=8080, type=int, help="HTTP port")
-    f("orchestrator", default="127.0.0.1:50050", help="orchestrator address host:port")
-    f("orchestrator-token-file", default=None, help="file with the orchestrator's bearer token "
-      "(else env GENIR_WEB_ORCHESTRATOR_TOKEN)")
-    config.add_client_tls_flags(parser, SERVICE)
-    f("log-level", default="INFO", help="logging level")
+    config.register(parser, WebConfig, SERVICE)
 
 
 # ---------------------------------------------------------------------- JSON shapes
@@ -181,15 +190,20 @@ def make_app(connect) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={grpc.aio.AioRpcError: rpc_error, BadRequest: bad_request})
 
 
-def main(args) -> int:
+async def start(cfg: WebConfig) -> int:
+    """Serve the page until SIGTERM/SIGINT (uvicorn's own handling); 1 when it could not start."""
     import uvicorn
 
-    config.setup_logging(args.log_level)
-    config.log_config(SERVICE, args)
-    token = config.read_secret(args.orchestrator_token_file, "GENIR_WEB_ORCHESTRATOR_TOKEN")
-    app = make_app(lambda: Client(args.orchestrator, token=token, ca=args.client_tls_ca,
-                                  cert=args.client_tls_cert, key=args.client_tls_key))
-    log.info("web page on http://%s:%d/ (orchestrator %s, token %s)", args.host, args.port, args.orchestrator,
+    token = config.read_secret(cfg.orchestrator_token_file, ORCHESTRATOR_TOKEN_ENV)
+    app = make_app(lambda: Client(cfg.orchestrator, token=token, ca=cfg.client_tls_ca,
+                                  cert=cfg.client_tls_cert, key=cfg.client_tls_key))
+    log.info("web page on http://%s:%d/ (orchestrator %s, token %s)", cfg.host, cfg.port, cfg.orchestrator,
              "set" if token else "none")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
-    return 0
+    web = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level.lower(),
+                                        access_log=False))
+    await web.serve()
+    return 0 if web.started else 1
+
+
+def main(args) -> int:
+    return server.main(WebConfig.from_args(args), SERVICE, start)

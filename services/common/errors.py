@@ -9,54 +9,58 @@ from __future__ import annotations
 
 import grpc
 
+_BY_CODE: dict[grpc.StatusCode, type] = {}
+
 
 class ServiceError(Exception):
+    """A failure with its status code; each subclass names its code once, in its class line."""
     code = grpc.StatusCode.INTERNAL
+
+    def __init_subclass__(cls, code: grpc.StatusCode | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if code is not None:     # a subclass of a subclass keeps its parent's code
+            cls.code = code
+            _BY_CODE[code] = cls
 
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
 
 
-class InvalidArgument(ServiceError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+class InvalidArgument(ServiceError, code=grpc.StatusCode.INVALID_ARGUMENT):
+    """The request itself is wrong; the message names the field."""
 
 
-class NotFound(ServiceError):
-    code = grpc.StatusCode.NOT_FOUND
+class NotFound(ServiceError, code=grpc.StatusCode.NOT_FOUND):
+    """What the request names does not exist (or no longer: expired, deleted)."""
 
 
-class AlreadyExists(ServiceError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+class AlreadyExists(ServiceError, code=grpc.StatusCode.ALREADY_EXISTS):
+    pass
 
 
-class FailedPrecondition(ServiceError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+class FailedPrecondition(ServiceError, code=grpc.StatusCode.FAILED_PRECONDITION):
+    """A valid request this server cannot answer in its state (no corpus, another model...)."""
 
 
-class ResourceExhausted(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+class ResourceExhausted(ServiceError, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
+    pass
 
 
-class Unavailable(ServiceError):
-    code = grpc.StatusCode.UNAVAILABLE
+class Unavailable(ServiceError, code=grpc.StatusCode.UNAVAILABLE):
+    """Try again later, with backoff."""
 
 
-class DeadlineExceeded(ServiceError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+class DeadlineExceeded(ServiceError, code=grpc.StatusCode.DEADLINE_EXCEEDED):
+    pass
 
 
-class Unauthenticated(ServiceError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+class Unauthenticated(ServiceError, code=grpc.StatusCode.UNAUTHENTICATED):
+    pass
 
 
-class Internal(ServiceError):
-    code = grpc.StatusCode.INTERNAL
-
-
-_BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
-                                       ResourceExhausted, Unavailable, DeadlineExceeded, Unauthenticated,
-                                       Internal)}
+class Internal(ServiceError, code=grpc.StatusCode.INTERNAL):
+    pass
 
 
 def from_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError, what: str) -> ServiceError:

@@ -10,6 +10,7 @@ its code and message; anything else -> INTERNAL with a generic message, tracebac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import hmac
 import inspect
@@ -101,62 +102,46 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return None
 
     # ------------------------------------------------------------------ wrapping
+    @contextlib.asynccontextmanager
+    async def _handling(self, labels, infra: bool, context):
+        """Around one call's handler: admission, the in-flight count, exceptions mapped to a status,
+        and the call's metrics."""
+        SERVER_STARTED.labels(*labels).inc()
+        start = time.perf_counter()
+        refused = self._admit(infra)
+        if refused:
+            self._record(labels, start, refused[0])
+            await context.abort(*refused)
+        self.inflight += not infra
+        code = grpc.StatusCode.OK
+        try:
+            yield
+            code = context.code() or grpc.StatusCode.OK
+        except BaseException as exc:  # noqa: BLE001 - mapped, then re-raised as a status
+            code, message = self._classify(exc, context)
+            if message is None:
+                raise
+            await context.abort(code, message)
+        finally:
+            self.inflight -= not infra
+            self._record(labels, start, code)
+
     def _wrap_unary(self, behavior, labels, infra, streaming=False):
         async def wrapper(request, context):
-            SERVER_STARTED.labels(*labels).inc()
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            refused = self._admit(infra)
-            if refused:
-                code = refused[0]
-                self._record(labels, start, code)
-                await context.abort(*refused)
-            self.inflight += not infra
-            request = _checked_stream(request) if streaming else request
-            try:
-                _check_decoded(request)
-                result = await behavior(request, context)
-                code = context.code() or grpc.StatusCode.OK
-                return result
-            except BaseException as exc:  # noqa: BLE001 - mapped, then re-raised as a status
-                code, message = self._classify(exc, context)
-                if message is None:
-                    raise
-                await context.abort(code, message)
-            finally:
-                self.inflight -= not infra
-                self._record(labels, start, code)
+            async with self._handling(labels, infra, context):
+                return await behavior(_checked(request, streaming), context)
 
         return wrapper
 
     def _wrap_stream(self, behavior, labels, infra, streaming=False):
         async def wrapper(request, context):
-            SERVER_STARTED.labels(*labels).inc()
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            refused = self._admit(infra)
-            if refused:
-                code = refused[0]
-                self._record(labels, start, code)
-                await context.abort(*refused)
-            self.inflight += not infra
-            request = _checked_stream(request) if streaming else request
-            try:
-                _check_decoded(request)
+            async with self._handling(labels, infra, context):
+                request = _checked(request, streaming)
                 if inspect.isasyncgenfunction(behavior):
                     async for item in behavior(request, context):
                         yield item
                 else:  # handlers that write with context.write()
                     await behavior(request, context)
-                code = context.code() or grpc.StatusCode.OK
-            except BaseException as exc:  # noqa: BLE001
-                code, message = self._classify(exc, context)
-                if message is None:
-                    raise
-                await context.abort(code, message)
-            finally:
-                self.inflight -= not infra
-                self._record(labels, start, code)
 
         return wrapper
 
@@ -283,6 +268,14 @@ def _check_decoded(request) -> None:
         if request.size >= TRIM_AFTER_BYTES:
             _heap.soon()
         raise request.error
+
+
+def _checked(request, streaming: bool):
+    """The request, refused if it was not parsed; a request stream checks each message as it comes."""
+    if streaming:
+        return _checked_stream(request)
+    _check_decoded(request)
+    return request
 
 
 async def _checked_stream(requests):

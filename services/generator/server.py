@@ -152,7 +152,7 @@ def fit_tokens(text: str, limit: int, count_tokens) -> str:
     return " ".join(words[:lo])
 
 
-def parse_request(req, caps: Caps, count_tokens) -> Parsed:
+def parse_generate(req, caps: Caps, count_tokens) -> Parsed:
     """Validate a GenerateRequest; InvalidArgument names the field and the allowed range."""
     prompt, cut = _prompt(req.prompt, "prompt", caps, count_tokens, required=True, truncate=req.truncate_prompt)
     negative, cut_negative = _prompt(req.negative_prompt, "negative_prompt", caps, count_tokens, required=False,
@@ -190,7 +190,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
         self.caps = Caps.build(self.backend.limits, self.cfg)
 
     async def Generate(self, request, context):
-        parsed = parse_request(request, self.caps, self.backend.count_tokens)
+        parsed = parse_generate(request, self.caps, self.backend.count_tokens)
         pictures, info = await submit_for_call(self.batcher, parsed.items[0].key(), parsed.items,
                                                context.time_remaining())
         start = time.perf_counter()

@@ -156,9 +156,7 @@ def refine(caption_text: str, feedback: str, target: Any = None, shown: Any = No
         pid = "merge@v1"
         parts: list[dict] = []
         images = []
-        if shown is not None:
-            parts += [_text("Image the person was shown for the previous description:"), IMAGE]
-            images.append(shown)
+        _add_shown(parts, images, shown, "Image the person was shown for the previous description:")
         parts.append(_text(f"Previous description: {caption_text}\n\nFeedback: {feedback}\n\n"
                            "Write the new description."))
         return Prompt(pid, _chat(pid, parts), images, CAPTION_TOKENS)
@@ -167,21 +165,24 @@ def refine(caption_text: str, feedback: str, target: Any = None, shown: Any = No
     if shown_rank is not None:
         pid = "refine_prediction@v1"
         parts = [_text("Target photo:"), IMAGE]
-        if shown is not None:
-            parts += [_text("Image the search engine returned first for the current query:"), IMAGE]
-            images.append(shown)
+        _add_shown(parts, images, shown, "Image the search engine returned first for the current query:")
         parts.append(_text(f"{_rank_sentence(shown_rank)}\n\nCurrent query: {caption_text}\n\n"
                            f"Notes: {feedback}\n\nWrite the improved query."))
         return Prompt(pid, _chat(pid, parts), images, CAPTION_TOKENS)
 
     pid = "refine@v1"
     parts = [_text("Target picture:"), IMAGE]
-    if shown is not None:
-        parts += [_text("Image made from the current prompt:"), IMAGE]
-        images.append(shown)
+    _add_shown(parts, images, shown, "Image made from the current prompt:")
     parts.append(_text(f"Current prompt: {caption_text}\n\nDifferences from the target: {feedback}\n\n"
                        "Write the improved prompt."))
     return Prompt(pid, _chat(pid, parts), images, CAPTION_TOKENS)
+
+
+def _add_shown(parts: list[dict], images: list, shown: Any, label: str) -> None:
+    """The image the user was shown, under `label`, when there is one."""
+    if shown is not None:
+        parts += [_text(label), IMAGE]
+        images.append(shown)
 
 
 # ====================================================================== the paper set

@@ -102,6 +102,7 @@ class Embedder(ABC):
     model_id: str      # stored with collections; a different id means incompatible vectors
     dim: int
     preprocess: Preprocess
+    text_padding: bool | str = True   # to the longest text of a batch; "max_length" for SigLIP
 
     def __init__(self, model_dir: str | Path, *, device: str | None = None, batch_size: int = 32,
                  text_max_tokens: int | None = None):
@@ -124,10 +125,6 @@ class Embedder(ABC):
 
     @abstractmethod
     def _text_features(self, enc):  # tokenizer output on device -> (b, d) unnormalised
-        ...
-
-    @abstractmethod
-    def _tokenize(self, texts: list[str]):
         ...
 
     # -- shared -------------------------------------------------------------------------------
@@ -170,6 +167,10 @@ class Embedder(ABC):
         self.text_batch = 1
         log.info("batch-invariant embeddings: %d linears padded, %d convs per sample, texts one at a time",
                  linears, convs)
+
+    def _tokenize(self, texts: list[str]):
+        return self.tokenizer(texts, padding=self.text_padding, truncation=True, max_length=self.text_max_tokens,
+                              return_tensors="pt")
 
     def embed_texts(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         """(vectors, truncated): truncated[i] says text i was cut at the token limit."""
@@ -216,86 +217,72 @@ class BlipEmbedder(Embedder):
         out = self.model.vision_model(pixel_values=pixels, interpolate_pos_encoding=self.interpolate)
         return self.model.vision_proj(out.last_hidden_state[:, 0, :])
 
-    def _tokenize(self, texts):
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.text_max_tokens,
-                              return_tensors="pt")
-
     def _text_features(self, enc):
         out = self.model.text_encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         return self.model.text_proj(out.last_hidden_state[:, 0, :])
 
 
-class ClipEmbedder(Embedder):
-    """CLIP with its own preprocessing (shortest-edge resize + centre crop)."""
-
-    kind = "clip"
+class _TwoTowerEmbedder(Embedder):
+    """CLIP and SigLIP: transformers' two-tower models, at the checkpoint's own input size unless
+    `image_size` says otherwise; subclasses say how images are sized and texts padded."""
 
     def __init__(self, model_dir, *, image_size: int | None = None, **kw):
         self.image_size = image_size
         super().__init__(model_dir, **kw)
 
-    def _load(self, text_max_tokens):
-        from transformers import AutoTokenizer, CLIPModel
+    model_class: str     # the transformers class name
 
-        self.model = CLIPModel.from_pretrained(self.model_dir, dtype=self.dtype).to(self.device).eval()
+    @abstractmethod
+    def _preprocess(self, proc: dict, native: int) -> Preprocess: ...
+
+    def _load(self, text_max_tokens):
+        import transformers
+        from transformers import AutoTokenizer
+
+        model_class = getattr(transformers, self.model_class)
+        self.model = model_class.from_pretrained(self.model_dir, dtype=self.dtype).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        proc = image_processor_settings(self.model_dir)
         native = self.model.config.vision_config.image_size
-        h, w = _hw(proc.get("crop_size") or proc.get("size"), native)
-        if self.image_size:
-            h = w = int(self.image_size)
-        self.preprocess = Preprocess(h, w, proc.get("image_mean", CLIP_MEAN), proc.get("image_std", CLIP_STD),
-                                     crop=bool(proc.get("do_center_crop", True)), resample=proc.get("resample", 3))
+        self.preprocess = self._preprocess(image_processor_settings(self.model_dir), native)
+        h, w = self.preprocess.height, self.preprocess.width
         self.interpolate = (h, w) != (native, native)
         limit = self.model.config.text_config.max_position_embeddings
         self.text_max_tokens = min(text_max_tokens or limit, limit)
-        self.model_id = f"clip:{self._name()}@{h}"
+        self.model_id = f"{self.kind}:{self._name()}@{h}"
+
+    def _size(self, setting, native: int) -> tuple[int, int]:
+        """(height, width): --image-size when given, else the processor's setting."""
+        return (int(self.image_size),) * 2 if self.image_size else _hw(setting, native)
 
     def _image_features(self, pixels):
         # transformers v5: get_*_features return model outputs; the projection is in pooler_output.
         return self.model.get_image_features(pixel_values=pixels, interpolate_pos_encoding=self.interpolate).pooler_output
 
-    def _tokenize(self, texts):
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.text_max_tokens,
-                              return_tensors="pt")
+
+class ClipEmbedder(_TwoTowerEmbedder):
+    """CLIP with its own preprocessing (shortest-edge resize + centre crop)."""
+
+    kind, model_class, text_padding = "clip", "CLIPModel", True
+
+    def _preprocess(self, proc, native):
+        h, w = self._size(proc.get("crop_size") or proc.get("size"), native)
+        return Preprocess(h, w, proc.get("image_mean", CLIP_MEAN), proc.get("image_std", CLIP_STD),
+                          crop=bool(proc.get("do_center_crop", True)), resample=proc.get("resample", 3))
 
     def _text_features(self, enc):
         return self.model.get_text_features(input_ids=enc["input_ids"],
                                             attention_mask=enc["attention_mask"]).pooler_output
 
 
-class SiglipEmbedder(Embedder):
+class SiglipEmbedder(_TwoTowerEmbedder):
     """SigLIP: whole-image resize, text padded to max_length (it pools the last position)."""
 
-    kind = "siglip"
+    kind, model_class, text_padding = "siglip", "SiglipModel", "max_length"
 
-    def __init__(self, model_dir, *, image_size: int | None = None, **kw):
-        self.image_size = image_size
-        super().__init__(model_dir, **kw)
-
-    def _load(self, text_max_tokens):
-        from transformers import AutoTokenizer, SiglipModel
-
-        self.model = SiglipModel.from_pretrained(self.model_dir, dtype=self.dtype).to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        proc = image_processor_settings(self.model_dir)
-        native = self.model.config.vision_config.image_size
-        h, w = _hw(proc.get("size"), native)
-        if self.image_size:
-            h = w = int(self.image_size)
-        self.preprocess = Preprocess(h, w, proc.get("image_mean", (0.5,) * 3), proc.get("image_std", (0.5,) * 3),
-                                     crop=False, resample=proc.get("resample", 3))
-        self.interpolate = (h, w) != (native, native)
-        limit = self.model.config.text_config.max_position_embeddings
-        self.text_max_tokens = min(text_max_tokens or limit, limit)
-        self.model_id = f"siglip:{self._name()}@{h}"
-
-    def _image_features(self, pixels):
-        return self.model.get_image_features(pixel_values=pixels, interpolate_pos_encoding=self.interpolate).pooler_output
-
-    def _tokenize(self, texts):
-        return self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.text_max_tokens,
-                              return_tensors="pt")
+    def _preprocess(self, proc, native):
+        h, w = self._size(proc.get("size"), native)
+        return Preprocess(h, w, proc.get("image_mean", (0.5,) * 3), proc.get("image_std", (0.5,) * 3),
+                          crop=False, resample=proc.get("resample", 3))
 
     def _text_features(self, enc):
         return self.model.get_text_features(input_ids=enc["input_ids"]).pooler_output

@@ -42,18 +42,6 @@ def hit_proto(h, rank: int) -> common_pb2.Hit:
     return common_pb2.Hit(id=str(h.id), score=h.score, rank=rank, payload={k: str(v) for k, v in h.payload.items()})
 
 
-def parse_upsert_item(item, k: int) -> tuple[int, dict]:
-    """(corpus id, payload) of one Upsert item; payloads are small strings (a path and a hash)."""
-    cid = validation.corpus_id(item.id, f"items[{k}].id")
-    payload = dict(item.payload)
-    if len(payload) > MAX_PAYLOAD_KEYS:
-        raise InvalidArgument(f"items[{k}].payload: {len(payload)} keys, over the limit of {MAX_PAYLOAD_KEYS}")
-    size = sum(len(key) + len(value) for key, value in payload.items())
-    if size > MAX_PAYLOAD_CHARS:
-        raise InvalidArgument(f"items[{k}].payload: {size} characters, over the limit of {MAX_PAYLOAD_CHARS}")
-    return cid, payload
-
-
 def vector_from(msg, field: str) -> np.ndarray:
     if not msg.values:
         raise InvalidArgument(f"{field}: empty vector")
@@ -99,12 +87,92 @@ def parse_search(request, default_collection: str | None) -> tuple[Query, tuple 
     return query, None
 
 
+def parse_embed_images(request) -> list[tuple]:
+    """(image proto, field) of each image of an EmbedImagesRequest, still to decode."""
+    n = validation.int_range(len(request.images), "images (count)", 1, MAX_BATCH)
+    return [(request.images[i], f"images[{i}]") for i in range(n)]
+
+
+def parse_embed_texts(request) -> list[EmbedInput]:
+    n = validation.int_range(len(request.texts), "texts (count)", 1, MAX_BATCH)
+    return [EmbedInput("text", validation.text(request.texts[i], f"texts[{i}]")) for i in range(n)]
+
+
+def parse_collection_info(request, default_collection: str | None) -> tuple[str, int, int]:
+    """(collection, paths_offset, paths_limit) of a CollectionInfoRequest (limit 0: no paths)."""
+    collection = parse_collection(request.collection, default_collection)
+    offset = validation.int_range(request.paths_offset, "paths_offset", 0, 1 << 40)
+    limit = validation.int_range(request.paths_limit, "paths_limit", 0, MAX_PATHS_PAGE)
+    return collection, offset, limit
+
+
+def parse_upsert_message(msg, stream_collection: str | None, default_collection: str | None) -> str:
+    """The collection of an Upsert stream after one of its messages: named by the first message
+    (else the default) and the same in every later one that names it."""
+    collection = stream_collection
+    if msg.collection:
+        if collection is not None and msg.collection != collection:
+            raise InvalidArgument(f"collection: {echo(msg.collection)} differs from the stream's {collection!r}")
+        collection = msg.collection
+    if collection is None:
+        collection = parse_collection("", default_collection)
+    validation.int_range(len(msg.items), "items (count per message)", 0, MAX_BATCH)
+    return collection
+
+
+@dataclass(frozen=True)
+class UpsertItem:
+    """One Upsert item: an image still to decode (its header checked) or a vector, never both."""
+    id: int
+    payload: dict
+    image: tuple | None = None          # (image proto, field)
+    pixels: int = 0
+    vector: np.ndarray | None = None
+
+
+def parse_upsert_item(item, k: int, dim: int, max_image_pixels: int) -> UpsertItem:
+    """Item `k` of an Upsert message; payloads are small strings (a path and a hash), vectors have
+    the collection's `dim`."""
+    cid = validation.corpus_id(item.id, f"items[{k}].id")
+    payload = dict(item.payload)
+    if len(payload) > MAX_PAYLOAD_KEYS:
+        raise InvalidArgument(f"items[{k}].payload: {len(payload)} keys, over the limit of {MAX_PAYLOAD_KEYS}")
+    size = sum(len(key) + len(value) for key, value in payload.items())
+    if size > MAX_PAYLOAD_CHARS:
+        raise InvalidArgument(f"items[{k}].payload: {size} characters, over the limit of {MAX_PAYLOAD_CHARS}")
+    which = item.WhichOneof("content")
+    if which == "image":
+        field = f"items[{k}].image"
+        return UpsertItem(cid, payload, image=(item.image, field),
+                          pixels=images.header_pixels(item.image.data, field, max_image_pixels))
+    if which == "vector":
+        v = vector_from(item.vector, f"items[{k}].vector")
+        if v.shape[0] != dim:
+            raise InvalidArgument(f"items[{k}].vector: {v.shape[0]} values, collection holds {dim}-d vectors")
+        return UpsertItem(cid, payload, vector=v)
+    raise InvalidArgument(f"items[{k}]: needs an image or a vector")
+
+
+def parse_upsert_items(items, dim: int, max_image_pixels: int, max_request_pixels: int) -> tuple[list, list]:
+    """(items that pass, a line for each that does not) of one Upsert message: a bad item is
+    reported in the response, not fatal. The images of one message share one pixel budget."""
+    ok, failed, pixels = [], [], 0
+    for k, item in enumerate(items):
+        try:
+            parsed = parse_upsert_item(item, k, dim, max_image_pixels)
+            if pixels + parsed.pixels > max_request_pixels:
+                raise InvalidArgument(f"items[{k}].image: over the per-message pixel budget of "
+                                      f"{max_request_pixels}; send it in a later message")
+            pixels += parsed.pixels
+            ok.append(parsed)
+        except ServiceError as e:
+            failed.append(f"{(item.id or '?')[:40]}: {e.message}")
+    return ok, failed
+
+
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
     def __init__(self, backend: RetrieverBackend, batcher: MicroBatcher, cfg: RetrieverConfig):
         self.backend, self.batcher, self.args = backend, batcher, cfg
-
-    def _collection(self, name: str) -> str:
-        return parse_collection(name, self.args.default_collection)
 
     async def _decode(self, items) -> list:
         """(msg, field) pairs of one request: one pixel budget, decoded off the event loop."""
@@ -132,14 +200,11 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         return resp
 
     async def EmbedImages(self, request, context):
-        n = validation.int_range(len(request.images), "images (count)", 1, MAX_BATCH)
-        imgs = await self._decode([(request.images[i], f"images[{i}]") for i in range(n)])
+        imgs = await self._decode(parse_embed_images(request))
         return await self._embed([EmbedInput("image", im) for im in imgs], context)
 
     async def EmbedTexts(self, request, context):
-        n = validation.int_range(len(request.texts), "texts (count)", 1, MAX_BATCH)
-        texts = [EmbedInput("text", validation.text(request.texts[i], f"texts[{i}]")) for i in range(n)]
-        return await self._embed(texts, context)
+        return await self._embed(parse_embed_texts(request), context)
 
     async def _embed(self, inputs: list[EmbedInput], context):
         """Embeds through the batcher (one tower per batch); texts report truncation, images nothing."""
@@ -153,38 +218,14 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
     async def Upsert(self, request_iterator, context):
         collection, indexer, upserted, failed = None, None, 0, []
         async for msg in request_iterator:
-            if msg.collection:
-                if collection is not None and msg.collection != collection:
-                    raise InvalidArgument(f"collection: {echo(msg.collection)} differs from the stream's {collection!r}")
-                collection = msg.collection
-            if collection is None:
-                collection = self._collection("")
-            validation.int_range(len(msg.items), "items (count per message)", 0, MAX_BATCH)
+            collection = parse_upsert_message(msg, collection, self.args.default_collection)
             if indexer is None:
                 indexer = await asyncio.to_thread(self.backend.indexer, collection)
-            imgs, vecs, pixels = [], [], 0
-            for k, item in enumerate(msg.items):
-                try:
-                    cid, payload = parse_upsert_item(item, k)
-                    which = item.WhichOneof("content")
-                    if which == "image":
-                        field = f"items[{k}].image"
-                        n_px = images.header_pixels(item.image.data, field, self.args.max_image_pixels)
-                        if pixels + n_px > self.args.max_request_pixels:
-                            raise InvalidArgument(f"{field}: over the per-message pixel budget of "
-                                                  f"{self.args.max_request_pixels}; send it in a later message")
-                        pixels += n_px
-                        imgs.append((cid, (item.image, field), payload))
-                    elif which == "vector":
-                        v = vector_from(item.vector, f"items[{k}].vector")
-                        if v.shape[0] != indexer.meta.dim:
-                            raise InvalidArgument(f"items[{k}].vector: {v.shape[0]} values, collection holds "
-                                                  f"{indexer.meta.dim}-d vectors")
-                        vecs.append((cid, v, payload))
-                    else:
-                        raise InvalidArgument(f"items[{k}]: needs an image or a vector")
-                except ServiceError as e:
-                    failed.append(f"{(item.id or '?')[:40]}: {e.message}")
+            items, bad = parse_upsert_items(msg.items, indexer.meta.dim, self.args.max_image_pixels,
+                                            self.args.max_request_pixels)
+            failed += bad
+            imgs = [(it.id, it.image, it.payload) for it in items if it.image is not None]
+            vecs = [(it.id, it.vector, it.payload) for it in items if it.vector is not None]
             decoded, imgs = await self._decode_items(imgs, failed)
             imgs = [(cid, im, p) for (cid, _, p), im in zip(imgs, decoded, strict=True)]
             upserted += await asyncio.to_thread(self.backend.upsert, indexer, imgs, vecs)
@@ -213,9 +254,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         return ok_images, ok_items
 
     async def CollectionInfo(self, request, context):
-        collection = self._collection(request.collection)
-        offset = validation.int_range(request.paths_offset, "paths_offset", 0, 1 << 40)
-        limit = validation.int_range(request.paths_limit, "paths_limit", 0, MAX_PATHS_PAGE)
+        collection, offset, limit = parse_collection_info(request, self.args.default_collection)
         info = await asyncio.to_thread(self.backend.collection_info, collection)
         resp = retriever_pb2.CollectionInfoResponse(
             name=info["name"], model=info["model"], dim=info["dim"], points=info["points"], engine=info["engine"],

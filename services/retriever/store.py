@@ -40,6 +40,7 @@ log = logging.getLogger("genir.retriever.store")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 META_FILE = "collection.json"
 MAX_OPEN_SHARDS = 4
+SCROLL_PAGE = 10_000      # points per page when reading a whole collection
 DISTANCE = "Cosine"
 
 
@@ -125,7 +126,8 @@ class VectorStore(ABC):
     def _search(self, name: str, vector: np.ndarray, limit: int, exact: bool) -> list[Hit]: ...
 
     @abstractmethod
-    def _scroll(self, name: str, with_vectors: bool) -> tuple[list[int], np.ndarray | None]: ...
+    def _scroll_page(self, name: str, offset, with_payload: bool, with_vectors: bool) -> tuple[list, object]:
+        """One page of points (records with .id, .payload, .vector) and the next page's offset (None: last)."""
 
     @abstractmethod
     def count(self, name: str) -> int: ...
@@ -135,9 +137,6 @@ class VectorStore(ABC):
 
     @abstractmethod
     def _delete(self, name: str, ids: list[int]) -> None: ...
-
-    @abstractmethod
-    def _entries(self, name: str) -> dict[int, dict]: ...
 
     @abstractmethod
     def _vectors(self, name: str, ids: list[int]) -> dict[int, np.ndarray]: ...
@@ -155,6 +154,23 @@ class VectorStore(ABC):
         pass
 
     # -- shared -------------------------------------------------------------------------------
+    def _records(self, name: str, *, with_payload: bool = False, with_vectors: bool = False):
+        """Every point of a collection, page by page."""
+        offset = None
+        while True:
+            recs, offset = self._scroll_page(name, offset, with_payload, with_vectors)
+            yield from recs
+            if offset is None:
+                return
+
+    def _scroll(self, name: str, with_vectors: bool) -> tuple[list[int], np.ndarray | None]:
+        recs = list(self._records(name, with_vectors=with_vectors))
+        ids = [int(r.id) for r in recs]
+        return ids, (np.asarray([_vector_of(r) for r in recs], np.float32) if with_vectors else None)
+
+    def _entries(self, name: str) -> dict[int, dict]:
+        return {int(r.id): _payload_dict(r.payload) for r in self._records(name, with_payload=True)}
+
     def meta(self, name: str) -> CollectionMeta:
         check_name(name)
         meta = self._read_meta(name)
@@ -271,6 +287,11 @@ def _payload_dict(p) -> dict:
     return dict(p or {})
 
 
+def _vector_of(record) -> list:
+    """A point's vector: both engines give the unnamed vector as a list, or in a dict under ""."""
+    return record.vector if isinstance(record.vector, list) else record.vector[""]
+
+
 # ----------------------------------------------------------------------------------- embedded
 class EdgeStore(VectorStore):
     """qdrant-edge shards under `root/<collection>/shard`, metadata in `root/<collection>/collection.json`."""
@@ -337,21 +358,9 @@ class EdgeStore(VectorStore):
         shard.update(qe.UpdateOperation.delete_points(ids))
         shard.flush()
 
-    def _entries(self, name):
-        import qdrant_edge as qe
-
-        shard, out, offset = self._shard(name), {}, None
-        while True:
-            recs, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=10_000, with_payload=True,
-                                                         with_vector=False))
-            out.update((int(r.id), _payload_dict(r.payload)) for r in recs)
-            if offset is None:
-                return out
-
     def _vectors(self, name, ids):
         recs = self._shard(name).retrieve(ids, with_payload=False, with_vector=True)
-        return {int(r.id): np.asarray(r.vector if isinstance(r.vector, list) else r.vector[""], np.float32)
-                for r in recs}
+        return {int(r.id): np.asarray(_vector_of(r), np.float32) for r in recs}
 
     def _shard(self, name: str):
         """The open shard of a collection (callers hold self._lock: a shard may be closed here)."""
@@ -408,19 +417,11 @@ class EdgeStore(VectorStore):
             out.append(hits[:top_k])
         return out
 
-    def _scroll(self, name, with_vectors):
+    def _scroll_page(self, name, offset, with_payload, with_vectors):
         import qdrant_edge as qe
 
-        shard, ids, vecs, offset = self._shard(name), [], [], None
-        while True:
-            recs, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=10_000, with_payload=False,
+        return self._shard(name).scroll(qe.ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=with_payload,
                                                          with_vector=with_vectors))
-            ids += [int(r.id) for r in recs]
-            if with_vectors:
-                vecs += [r.vector if isinstance(r.vector, list) else r.vector[""] for r in recs]
-            if offset is None:
-                break
-        return ids, (np.asarray(vecs, np.float32) if with_vectors else None)
 
     def count(self, name):
         import qdrant_edge as qe
@@ -496,18 +497,9 @@ class ServerStore(VectorStore):
 
         self.client.delete(name, points_selector=models.PointIdsList(points=ids), wait=True)
 
-    def _entries(self, name):
-        out, offset = {}, None
-        while True:
-            recs, offset = self.client.scroll(name, limit=10_000, offset=offset, with_payload=True, with_vectors=False)
-            out.update((int(r.id), _payload_dict(r.payload)) for r in recs)
-            if offset is None:
-                return out
-
     def _vectors(self, name, ids):
         recs = self.client.retrieve(name, ids, with_payload=False, with_vectors=True)
-        return {int(r.id): np.asarray(r.vector if isinstance(r.vector, list) else r.vector[""], np.float32)
-                for r in recs}
+        return {int(r.id): np.asarray(_vector_of(r), np.float32) for r in recs}
 
     def _create(self, meta):
         from qdrant_client import models
@@ -531,17 +523,9 @@ class ServerStore(VectorStore):
                                        search_params=params)
         return [Hit(int(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
 
-    def _scroll(self, name, with_vectors):
-        ids, vecs, offset = [], [], None
-        while True:
-            recs, offset = self.client.scroll(name, limit=10_000, offset=offset, with_payload=False,
-                                              with_vectors=with_vectors)
-            ids += [int(r.id) for r in recs]
-            if with_vectors:
-                vecs += [r.vector if isinstance(r.vector, list) else r.vector[""] for r in recs]
-            if offset is None:
-                break
-        return ids, (np.asarray(vecs, np.float32) if with_vectors else None)
+    def _scroll_page(self, name, offset, with_payload, with_vectors):
+        return self.client.scroll(name, limit=SCROLL_PAGE, offset=offset, with_payload=with_payload,
+                                  with_vectors=with_vectors)
 
     def count(self, name):
         self.meta(name)

@@ -35,6 +35,8 @@ def test_each_service_config_is_typed_frozen_and_built_from_its_flags(monkeypatc
 
     import pytest
 
+    from genir.web.app import WebConfig
+    from genir.web.app import add_arguments as web_flags
     from orchestrator.server import OrchestratorConfig
     from orchestrator.server import add_arguments as orchestrator_flags
     from services.generator.server import GeneratorConfig
@@ -46,7 +48,8 @@ def test_each_service_config_is_typed_frozen_and_built_from_its_flags(monkeypatc
 
     monkeypatch.setenv("GENIR_REFINER_TRITON_TIMEOUT", "7.5")
     for cls, add, port in [(GeneratorConfig, generator_flags, 50051), (RefinerConfig, refiner_flags, 50052),
-                           (RetrieverConfig, retriever_flags, 50053), (OrchestratorConfig, orchestrator_flags, 50050)]:
+                           (RetrieverConfig, retriever_flags, 50053), (OrchestratorConfig, orchestrator_flags, 50050),
+                           (WebConfig, web_flags, 8080)]:
         p = argparse.ArgumentParser()
         add(p)
         ns = p.parse_args([])
@@ -60,3 +63,7 @@ def test_each_service_config_is_typed_frozen_and_built_from_its_flags(monkeypatc
     refiner_flags(refiner)
     cfg = RefinerConfig.from_args(refiner.parse_args(["--client-tls-ca", "ca.pem"]))
     assert cfg.triton_timeout == 7.5 and cfg.client_tls_ca == "ca.pem" and cfg.max_new_tokens_limit == 1024
+    monkeypatch.setenv("GENIR_WEB_ORCHESTRATOR", "orc:7000")
+    web = argparse.ArgumentParser()
+    web_flags(web)
+    assert WebConfig.from_args(web.parse_args([])).orchestrator == "orc:7000"

@@ -10,7 +10,7 @@ from PIL import Image
 from genir.v1 import orchestrator_pb2
 from orchestrator.corpus_images import CorpusImages, confined_path
 from orchestrator.datasets import Corpus
-from orchestrator.server import parse_get_corpus_image
+from orchestrator.requests import parse_get_corpus_image
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
 

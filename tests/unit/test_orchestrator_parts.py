@@ -13,8 +13,8 @@ import pytest
 from genir.v1 import common_pb2, generator_pb2, generator_pb2_grpc, orchestrator_pb2
 from orchestrator.clients import ClientConfig, ServiceClient
 from orchestrator.dialog import derive_seed
-from orchestrator.engine import resolve_options
 from orchestrator.modes import mode_name
+from orchestrator.requests import resolve_options
 from orchestrator.sessions import SessionStore
 from services.common import errors
 from services.common.retry import RetryPolicy

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from genir.v1 import generator_pb2, orchestrator_pb2
-from orchestrator.engine import resolve_options
 from orchestrator.modes import fusion_weights, mode_name
+from orchestrator.requests import resolve_options
 from orchestrator.settings import effective_render, fit_chars, refiner_settings, sampling_for
 from services.common import errors, presets
 

@@ -354,3 +354,15 @@ def test_sd35_medium_real_size_on_meta():
     assert {p.dtype for p in pipe.transformer.parameters()} == {torch.bfloat16}
     assert pipe.vae_scale_factor == 8 and pipe.transformer.config.pos_embed_max_size == 384
     assert torch.get_default_dtype() == torch.float32  # restored
+
+
+def test_sd35_large_transformer_on_meta_is_medium_widened_without_dual_attention():
+    from accelerate import init_empty_weights
+    from diffusers import SD3Transformer2DModel
+
+    from genir.tiny_models.real_configs import SD35_LARGE_TRANSFORMER
+
+    with init_empty_weights():
+        large = SD3Transformer2DModel(**SD35_LARGE_TRANSFORMER)
+    assert 8.0e9 < sum(p.numel() for p in large.parameters()) < 8.15e9   # published: 8.1 B
+    assert large.config.num_layers == 38 and not large.config.dual_attention_layers

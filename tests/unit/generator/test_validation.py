@@ -32,7 +32,7 @@ def words(text: str) -> int:  # a stand-in tokenizer: one token per word plus an
 
 
 def parse(**fields):
-    return server.parse_request(generator_pb2.GenerateRequest(**fields), CAPS, words)
+    return server.parse_generate(generator_pb2.GenerateRequest(**fields), CAPS, words)
 
 
 def test_flag_defaults_and_env(monkeypatch):
