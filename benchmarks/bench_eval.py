@@ -176,6 +176,7 @@ def run(quick: bool = False) -> dict:
     from testkit.procs import ROOT
 
     n_dialogs, rounds = (4, 1) if quick else (48, 2)
+    levels = (1, 4) if quick else CONCURRENCY  # quick: that it runs and writes a record, not a figure
     models = ROOT / ".cache" / "tiny-models"
     from genir.tiny_models import build_all
 
@@ -183,7 +184,7 @@ def run(quick: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     load_at_start = os.getloadavg()[0]
     try:
-        corpus_file, image_root, queries_file = _corpus(work, max(32, n_dialogs))  # one dialog per photo
+        corpus_file, image_root, queries_file = _corpus(work, 8 if quick else max(32, n_dialogs))  # one dialog per photo
         corpus = load_corpus(corpus_file)
         targets = select_targets(load_queries(queries_file, corpus), n_dialogs)
         collection, seed = "bench", 5
@@ -196,7 +197,7 @@ def run(quick: bool = False) -> dict:
             asyncio.run(_eval(orch, targets[:1], cfg(1), work / "warm"))
             per = {}
             finished = None
-            for c in CONCURRENCY:
+            for c in levels:
                 chosen = targets[:C1_DIALOGS] if c == 1 else targets
                 rows, runs = _triton_rows_and_runs(stack)
                 secs, finished = asyncio.run(_eval(orch, chosen, cfg(c), work / f"c{c}"))
@@ -208,8 +209,8 @@ def run(quick: bool = False) -> dict:
                           "triton_mean_batch": round((rows2 - rows) / max(1.0, runs2 - runs), 2)}
             records = [finished[q.target_id] for q in targets]
             rows, runs = _triton_rows_and_runs(stack)
-            caps = asyncio.run(_capacities(stack, records, work / f"c{CONCURRENCY[-1]}", image_root, corpus,
-                                           collection, seed, max(CONCURRENCY)))
+            caps = asyncio.run(_capacities(stack, records, work / f"c{levels[-1]}", image_root, corpus,
+                                           collection, seed, max(levels)))
             rows2, runs2 = _triton_rows_and_runs(stack)
         best_c = max(per, key=lambda c: per[c]["dialogs_per_s"])
         # where a dialog's time goes (concurrency 1 run): stage seconds per dialog, from Round.timings
@@ -235,7 +236,7 @@ def run(quick: bool = False) -> dict:
                    # other work on the machine shows here (a load above the bench's own ~2 = sharing)
                    "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
                    "note": "all services share this machine's cores; capacities are each service alone "
-                           f"replaying the recorded dialogs' calls, {max(CONCURRENCY)} dialogs in flight; serial_bound = "
+                           f"replaying the recorded dialogs' calls, {max(levels)} dialogs in flight; serial_bound = "
                            "1/sum(1/capacity): the rate if the services' work could not overlap at all",
                    "valid": valid}
         if not valid:
