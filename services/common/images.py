@@ -71,8 +71,8 @@ def check_protos(items, max_pixels: int = DEFAULT_MAX_PIXELS,
     """What can be checked of (genir.v1.Image, field) pairs from their headers alone: present, a
     known format, each within the pixel cap, all within the request budget. Nothing is decoded."""
     for msg, field in items:
-        if not msg.data:
-            decode_proto(msg, field, max_pixels)    # the missing/ref-only message, in words
+        if not msg.data or msg.sha256:
+            decode_proto(msg, field, max_pixels)    # the missing/ref-only/sha256 message, in words
     check_request_pixels([(msg.data, field) for msg, field in items], max_pixels, max_request_pixels)
 
 
@@ -129,7 +129,11 @@ def to_proto(data: bytes, fmt: str, width: int, height: int):
 
 
 def decode_proto(msg, field: str, max_pixels: int = DEFAULT_MAX_PIXELS, required: bool = True):
-    """Decode a genir.v1.Image message; None when absent and not required."""
+    """Decode a genir.v1.Image message; None when absent and not required. Only the refiner keeps
+    images by hash (services/refiner/image_cache.py); here a sha256 is refused, never ignored."""
+    if msg is not None and msg.sha256:
+        raise InvalidArgument(f"{field}: images named by sha256 are accepted by the refiner only; "
+                              f"send the bytes in data")
     if msg is None or not msg.data:
         if required:
             if msg is not None and msg.ref:

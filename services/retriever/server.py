@@ -143,6 +143,8 @@ def parse_upsert_item(item, k: int, dim: int, max_image_pixels: int) -> UpsertIt
     which = item.WhichOneof("content")
     if which == "image":
         field = f"items[{k}].image"
+        if item.image.sha256 or not item.image.data:
+            images.decode_proto(item.image, field, max_image_pixels)  # the missing/sha256 message
         return UpsertItem(cid, payload, image=(item.image, field),
                           pixels=images.header_pixels(item.image.data, field, max_image_pixels))
     if which == "vector":

@@ -202,3 +202,16 @@ def test_parse_describe():
     mode, options = parse_describe(orchestrator_pb2.DescribeRequest(mode="verbal"), "coco")
     assert (mode, options.collection, options.top_k) == ("verbal", "coco", 10)
     raises(InvalidArgument, "options.collection: empty", parse_describe, orchestrator_pb2.DescribeRequest(), "")
+
+
+def test_a_sha256_image_is_refused_outside_the_refiner():
+    """Only the refiner keeps images by hash; elsewhere a sha256 is refused, with or without bytes."""
+    from services.common import images
+
+    named = common_pb2.Image(sha256="ab" * 32)
+    both = common_pb2.Image(data=png(4, 4).data, sha256="ab" * 32)
+    for msg in (named, both):
+        raises(InvalidArgument, "images[0]: images named by sha256 are accepted by the refiner only",
+               images.check_protos, [(msg, "images[0]")])
+        raises(InvalidArgument, "items[0].image: images named by sha256 are accepted by the refiner only",
+               parse_upsert_item, retriever_pb2.UpsertItem(id="1", image=msg), 0, 3, 10_000)
