@@ -136,14 +136,6 @@ class ClientTLSConfig(FromArgs):
     client_tls_key: str | None = flag("PEM client key for mTLS to backends")
 
 
-def add_server_flags(parser: argparse.ArgumentParser, service: str, port: int, metrics_port: int) -> None:
-    register(parser, ServerConfig, service, port=port, metrics_port=metrics_port)
-
-
-def add_client_tls_flags(parser: argparse.ArgumentParser, service: str) -> None:
-    register(parser, ClientTLSConfig, service)
-
-
 def read_secret(path: str | None, env: str) -> str | None:
     """A secret from a file (wins) or an environment variable; None when neither is set.
 

@@ -143,12 +143,12 @@ def slowest_call(server: str) -> float:
 def test_every_server_recycles_connections_with_a_grace_longer_than_its_slowest_call(objects, monkeypatch):
     import argparse
 
-    from services.common.config import add_server_flags
+    from services.common.config import ServerConfig, register
 
     for var in ("GENIR_PLAIN_MAX_CONNECTION_AGE", "GENIR_PLAIN_MAX_CONNECTION_AGE_GRACE"):
         monkeypatch.delenv(var, raising=False)
     p = argparse.ArgumentParser()
-    add_server_flags(p, "plain", 1, 2)
+    register(p, ServerConfig, "plain", port=1, metrics_port=2)
     defaults = p.parse_args([])
     # outside Kubernetes (genir up) the defaults apply: they must not cut a RunDialog stream either
     assert defaults.max_connection_age > 0

@@ -43,7 +43,7 @@ class PaintServicer(generator_pb2_grpc.GeneratorServicer):
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    config.add_server_flags(parser, "plumbing", 50099, 9199)
+    config.register(parser, config.ServerConfig, "plumbing", port=50099, metrics_port=9199)
     parser.add_argument("--load-seconds", type=float, default=0.0)
     args = parser.parse_args()
     config.setup_logging(args.log_level)
