@@ -105,3 +105,28 @@ def triton_parameters() -> dict[str, str]:
     return {"sampling_ranges": json.dumps(ranges, sort_keys=True),
             "sampling_defaults": json.dumps(DEFAULT_SAMPLING, sort_keys=True),
             "max_new_tokens_limit": str(MAX_NEW_TOKENS_LIMIT)}
+
+
+# ---------------------------------------------------------------- request sizes
+# The largest request each RPC accepts (services/common/limits.py enforces them). Sizes follow
+# the field limits above, with room for protobuf framing and 4-byte UTF-8 characters.
+KiB = 1024
+MiB = 1024 * KiB
+
+REQ_IDS = 64 * KiB          # ids, refs, options: identifiers of 20 000 characters still get their own error
+REQ_TEXT = 256 * KiB        # a 4096-character query or prompt (plus negative prompt) and options
+REQ_DIALOG = 1 * MiB        # RunDialog: a chatir dialog of 21 strings of at most 8192 characters
+REQ_TEXTS = 9 * MiB         # EmbedTexts: 256 texts of at most 8192 characters
+REQ_IMAGES = None            # carries images: up to the server's --max-message-mb
+
+REQUEST_LIMITS: dict[str, dict[str, int | None]] = {
+    "genir.v1.Orchestrator": {
+        "CreateSession": REQ_TEXT, "NextRound": REQ_TEXT, "GetSession": REQ_IDS, "DeleteSession": REQ_IDS,
+        "RunDialog": REQ_DIALOG, "GetImage": REQ_IDS, "GetCorpusImage": REQ_IDS, "Describe": REQ_IDS,
+    },
+    "genir.v1.Generator": {"Generate": REQ_TEXT, "Info": REQ_IDS},
+    "genir.v1.Refiner": {"Caption": REQ_IMAGES, "Compare": REQ_IMAGES, "Refine": REQ_IMAGES, "Critique": REQ_IMAGES, "Info": REQ_IDS},
+    "genir.v1.Retriever": {
+        "Search": REQ_IMAGES, "EmbedImages": REQ_IMAGES, "EmbedTexts": REQ_TEXTS, "Upsert": REQ_IMAGES, "CollectionInfo": REQ_IDS,
+    },
+}

@@ -105,7 +105,7 @@ class ServerConfig(FromArgs):
     metrics_port: int = flag("Prometheus /metrics port (-1 disables)")
     metrics_host: str | None = flag("metrics bind address (default: --host)")
     max_message_mb: int = flag("largest gRPC message, MiB: responses, and requests that carry images "
-                               "(other RPCs have smaller limits, services/common/limits.py)", 64)
+                               "(other RPCs have smaller limits, genir/contract.py REQUEST_LIMITS)", 64)
     max_inflight: int = flag("calls in flight before RESOURCE_EXHAUSTED (0 = no limit)", 64)
     drain_seconds: float = flag("SIGTERM grace period for in-flight calls", 30.0)
     max_connection_age: float = flag(

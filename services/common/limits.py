@@ -1,4 +1,5 @@
-"""The largest request each RPC accepts: part of the contract, written once here.
+"""How the largest request each RPC accepts is enforced. The table itself is part of the
+contract and lives in genir/contract.py (REQUEST_LIMITS).
 
 Two layers enforce a limit. gRPC core refuses any message over the service's ceiling (its largest
 RPC limit) before Python sees it, so memory stays bounded by the ceiling.
@@ -9,27 +10,7 @@ Both refusals are RESOURCE_EXHAUSTED. Import-light on purpose: no grpc, no gener
 
 from __future__ import annotations
 
-KiB = 1024
-MiB = 1024 * KiB
-
-# Sizes from the field limits, with room for protobuf framing and 4-byte UTF-8 characters.
-IDS = 64 * KiB          # ids, refs, options: identifiers of 20 000 characters still get their own error
-TEXT = 256 * KiB        # a 4096-character query or prompt (plus negative prompt) and options
-DIALOG = 1 * MiB        # RunDialog: a chatir dialog of 21 strings of at most 8192 characters
-TEXTS = 9 * MiB         # EmbedTexts: 256 texts of at most 8192 characters
-LARGE = None            # carries images: up to the server's --max-message-mb
-
-REQUEST_LIMITS: dict[str, dict[str, int | None]] = {
-    "genir.v1.Orchestrator": {
-        "CreateSession": TEXT, "NextRound": TEXT, "GetSession": IDS, "DeleteSession": IDS,
-        "RunDialog": DIALOG, "GetImage": IDS, "GetCorpusImage": IDS, "Describe": IDS,
-    },
-    "genir.v1.Generator": {"Generate": TEXT, "Info": IDS},
-    "genir.v1.Refiner": {"Caption": LARGE, "Compare": LARGE, "Refine": LARGE, "Critique": LARGE, "Info": IDS},
-    "genir.v1.Retriever": {
-        "Search": LARGE, "EmbedImages": LARGE, "EmbedTexts": TEXTS, "Upsert": LARGE, "CollectionInfo": IDS,
-    },
-}
+from genir.contract import REQUEST_LIMITS, KiB, MiB  # noqa: F401 - the table lives with the contract
 
 
 def request_limit(service: str, method: str, max_message_bytes: int) -> int:
