@@ -6,6 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= .cache/tiny-models
+# pytest-xdist workers for `make test`: two suit a 2-core machine (most tests wait on real processes);
+# 0 runs the suite in this one process
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -41,7 +44,7 @@ tiny-models: $(STAMP)
 	$(BIN)/genir tiny-models build $(MODELS)
 
 test: $(STAMP) system-deps
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-system: $(STAMP) system-deps
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/system $(PYTEST_ARGS)

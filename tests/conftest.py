@@ -6,6 +6,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# parallel workers (pytest-xdist) draw free ports from disjoint slices; their children inherit it
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
+    os.environ["GENIR_PORT_SLICE"] = (f"{int(os.environ['PYTEST_XDIST_WORKER'][2:])}/"
+                                      f"{int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))}")
 
 ROOT = Path(__file__).resolve().parents[1]
 
