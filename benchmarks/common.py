@@ -40,3 +40,23 @@ def write(result: dict) -> Path:
     tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
     return path
+
+
+def pin(pids, cpus: set[int], descendants: bool = True) -> None:
+    """Run every thread of each process in `pids` (and of all their descendants) on `cpus` only.
+
+    Threads started later inherit the set from the thread that starts them, so pinning once after
+    start-up holds for the rest of the run.
+    """
+    import psutil
+
+    procs = []
+    for pid in pids:
+        p = psutil.Process(pid)
+        procs += [p, *(p.children(recursive=True) if descendants else ())]
+    for p in procs:
+        for t in p.threads():
+            try:
+                os.sched_setaffinity(t.id, cpus)
+            except ProcessLookupError:  # a thread that ended meanwhile
+                pass
