@@ -15,9 +15,9 @@ Same run, same machine, tiny models, a generated corpus, all services as real pr
    --max-inflight), so its batches are as full as they can be: the reference is the refiner at
    its best.
 3. The highest eval level (48, `genir eval`'s default) and the slowest service alone run twice
-   more, alternating, and each side keeps its best run: the machine's speed drifts by 10-15% over minutes (the refiner alone
-   measured 0.87 and 0.75 dialogs/s four minutes apart), and alternating puts both sides through
-   the same drift.
+   more, alternating, and each side keeps its best run: the machine's speed drifts by 10-15%
+   within minutes (the refiner alone measured 0.87 and 0.75 dialogs/s four minutes apart), and
+   alternating puts both sides through the same drift.
 ratio = best eval dialogs/s / slowest capacity; target 0.95.
 
 The two model servers each get a core of their own, as a cluster gives each its own GPU: Triton
@@ -32,7 +32,6 @@ concurrency-1 run, where a dialog's time goes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import random
@@ -47,7 +46,7 @@ NAME = "eval"
 TARGET = 0.95
 CONCURRENCY = (1, 8, 24, 48)
 MAX_VALID_RATIO = 1.05
-ALTERNATIONS = 2  # extra runs of the best eval level and the slowest service, in turn
+ALTERNATIONS = 2  # extra runs of the eval at the highest level and of the slowest service, in turn
 C1_DIALOGS = 12  # the slowest run; a sample is enough for its rate and the stage split
 
 
@@ -91,6 +90,14 @@ def _triton_rows_and_runs(stack) -> tuple[float, float]:
         text = r.read().decode()
     return (sample_sum(text, "nv_inference_count_total", model="gemma3"),
             sample_sum(text, "nv_inference_exec_count_total", model="gemma3"))
+
+
+def _with_triton_batch(stack, work) -> tuple:
+    """Run coroutine `work` to its end -> (its result, the mean batch Triton ran meanwhile)."""
+    rows, execs = _triton_rows_and_runs(stack)
+    result = asyncio.run(work)
+    rows2, execs2 = _triton_rows_and_runs(stack)
+    return result, round((rows2 - rows) / max(1.0, execs2 - execs), 2)
 
 
 async def _alone(n_units: int, concurrency: int, unit) -> float:
@@ -206,7 +213,7 @@ def _pin_model_servers(stack) -> dict | None:
 def run(quick: bool = False) -> dict:
     from evaluation.runner import EvalConfig, select_targets
     from orchestrator.datasets import load_corpus, load_queries
-    from services.common.config import ServerConfig
+    from services.common import config
     from stack.up import Stack
     from testkit.procs import ROOT
 
@@ -226,8 +233,7 @@ def run(quick: bool = False) -> dict:
         stack = Stack(models, work / "stack", corpus=corpus_file, image_root=image_root, collection=collection,
                       ports="free", startup_timeout=300)
         # the refiner alone runs as many calls at a time as it admits (its --max-inflight default)
-        refiner_in_flight = next(f.metadata["default"] for f in dataclasses.fields(ServerConfig)
-                                 if f.name == "max_inflight")
+        refiner_in_flight = config.default_of(config.ServerConfig, "max_inflight")
         with stack:
             affinity = _pin_model_servers(stack)
             orch = stack.target("orchestrator")
@@ -241,16 +247,14 @@ def run(quick: bool = False) -> dict:
                 nonlocal runs, c1_records, finished
                 runs += 1
                 chosen = targets[:C1_DIALOGS] if c == 1 else targets
-                rows, execs = _triton_rows_and_runs(stack)
-                secs, finished = asyncio.run(_eval(orch, chosen, cfg(c), work / f"run{runs}"))
-                rows2, execs2 = _triton_rows_and_runs(stack)
+                (secs, finished), batch = _with_triton_batch(stack, _eval(orch, chosen, cfg(c), work / f"run{runs}"))
                 if c == 1:
                     c1_records = list(finished.values())
                 rate = len(chosen) / secs
                 entry = per.setdefault(c, {"dialogs": len(chosen), "runs_dialogs_per_s": [],
                                            "triton_mean_batch": []})
                 entry["runs_dialogs_per_s"].append(round(rate, 4))
-                entry["triton_mean_batch"].append(round((rows2 - rows) / max(1.0, execs2 - execs), 2))
+                entry["triton_mean_batch"].append(batch)
                 entry["dialogs_per_s"] = max(entry["runs_dialogs_per_s"])
                 return rate
 
@@ -265,18 +269,18 @@ def run(quick: bool = False) -> dict:
             def alone(name: str) -> None:
                 # the refiner with as many calls in flight as it admits: its batches are full
                 conc = refiner_in_flight if name == "refiner" else max(levels)
-                rows, execs = _triton_rows_and_runs(stack)
                 units = max(len(records), conc) if name == "refiner" else len(records)
-                caps.setdefault(name, []).append(asyncio.run(replay.rate(name, units, conc)))
-                rows2, execs2 = _triton_rows_and_runs(stack)
+                rate, batch = _with_triton_batch(stack, replay.rate(name, units, conc))
+                caps.setdefault(name, []).append(rate)
                 if name == "refiner":
-                    batches.append(round((rows2 - rows) / max(1.0, execs2 - execs), 2))
+                    batches.append(batch)
 
             for name in ("generator", "retriever", "refiner"):
                 alone(name)
             slowest = min(caps, key=lambda k: max(caps[k]))
             # `genir eval`'s default concurrency (the highest level) is what users run
-            for _ in range(0 if quick else ALTERNATIONS):  # alternating: both sides through the same drift
+            alternations = 0 if quick else ALTERNATIONS
+            for _ in range(alternations):  # alternating: both sides through the same drift
                 eval_at(max(levels))
                 alone(slowest)
             best_c = max(per, key=lambda c: per[c]["dialogs_per_s"])
@@ -298,6 +302,7 @@ def run(quick: bool = False) -> dict:
                    "capacity_dialogs_per_s_alone": {k: round(v, 4) for k, v in best.items()},
                    "capacity_runs_dialogs_per_s": {k: [round(x, 4) for x in v] for k, v in caps.items()},
                    "refiner_alone_in_flight": refiner_in_flight,
+                   "alternations": alternations,
                    "triton_mean_batch_refiner_alone": batches,
                    "slowest_service": slowest,
                    "cpu_affinity": affinity or "not pinned: one core",
@@ -307,7 +312,8 @@ def run(quick: bool = False) -> dict:
                    "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
                    "note": "capacities: each service alone replaying the recorded dialogs' calls (the refiner "
                            f"through the orchestrator's hash-sending client, {refiner_in_flight} dialogs in flight); "
-                           "eval at 48 and the slowest service measured three times, alternating, best of each; "
+                           f"eval at {max(levels)} and the slowest service measured {alternations + 1} time(s), "
+                           "alternating, best of each; "
                            "Triton pinned to its own core as a cluster gives each model server its own device; "
                            "serial_bound = 1/sum(1/capacity): the rate if the services' work could not overlap",
                    "valid": valid}

@@ -60,6 +60,14 @@ def flag(help: str, default: Any = None, *, choices=None) -> Any:
     return dataclasses.field(metadata={"help": help, "default": default, "choices": choices})
 
 
+def default_of(cls: type, name: str) -> Any:
+    """The default of config class `cls`'s field `name` (what its flag gives when not set)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata["default"]
+    raise TypeError(f"{cls.__name__} has no field {name!r}")
+
+
 def _flag_type(annotation) -> type:
     """int for `int`, `int | None`, ...; str for anything else that is not int/float/bool."""
     kinds = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
@@ -74,7 +82,7 @@ def register(parser: argparse.ArgumentParser, cls: type, service: str, **default
         raise TypeError(f"{cls.__name__} has no field {sorted(unknown)} to default")
     for f in dataclasses.fields(cls):
         kind = _flag_type(hints[f.name])
-        default = defaults.get(f.name, f.metadata["default"])
+        default = defaults.get(f.name, default_of(cls, f.name))
         name = f.name.replace("_", "-")
         if kind is bool:
             add(name, default=default, bool_flag=True, help=f.metadata["help"])

@@ -67,3 +67,13 @@ def test_each_service_config_is_typed_frozen_and_built_from_its_flags(monkeypatc
     web = argparse.ArgumentParser()
     web_flags(web)
     assert WebConfig.from_args(web.parse_args([])).orchestrator == "orc:7000"
+
+
+def test_default_of_is_the_flags_default_and_refuses_unknown_fields():
+    import pytest
+
+    p = argparse.ArgumentParser()
+    config.register(p, config.ServerConfig, "generator")
+    assert config.default_of(config.ServerConfig, "max_inflight") == p.parse_args([]).max_inflight == 64
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        config.default_of(config.ServerConfig, "nope")
