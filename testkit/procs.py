@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -29,12 +28,6 @@ def proc_env(**extra) -> dict:
                PYTHONUNBUFFERED="1", PATH=f"{VENV_BIN}:{env.get('PATH', '')}")
     env.update({k: str(v) for k, v in extra.items()})
     return env
-
-
-def sigint_as_a_terminal() -> None:
-    """preexec_fn for a child that a test Ctrl-C's: SIGINT with its default action, even when the suite
-    runs as a background job (whose shell starts it with SIGINT ignored, which children inherit)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def health_status(target: str, service: str = "", timeout: float = 2.0) -> int | None:

@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A suite started as a background job begins with SIGINT ignored, and an ignored signal stays
+# ignored across exec: the children tests Ctrl-C would never see it. A handled one is reset to
+# its default action at exec, so handling it here gives every child a terminal's Ctrl-C.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # parallel workers (pytest-xdist) draw free ports from disjoint slices; their children inherit it
 if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
     os.environ["GENIR_PORT_SLICE"] = (f"{int(os.environ['PYTEST_XDIST_WORKER'][2:])}/"

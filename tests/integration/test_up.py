@@ -24,7 +24,6 @@ from PIL import Image
 
 from genir import cli
 from testkit.images import make_corpus
-from testkit.procs import sigint_as_a_terminal
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +35,7 @@ class Console:
     def __init__(self, args: list[str], cwd: Path):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "genir.cli", "up", *args], cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     preexec_fn=sigint_as_a_terminal)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._q: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

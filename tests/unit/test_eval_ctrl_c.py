@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from testkit.images import make_corpus
-from testkit.procs import sigint_as_a_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,8 +20,7 @@ def test_ctrl_c_prints_one_line_and_the_resume_hint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "genir.cli", "eval", "--queries", "q.json", "--corpus", "c.json",
                              "--image-root", "img", "--out", "out", "--orchestrator", "127.0.0.1:1", "--rounds", "1",
                              "--metrics-port", "-1"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                            preexec_fn=sigint_as_a_terminal)
+                            text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     seen = []
     while not any("attempt 1/" in line for line in seen):   # the dialogs are running
         line = proc.stderr.readline()
